@@ -1,0 +1,527 @@
+"""The run store (docs/results.md): every run is a directory, every result a tidy row.
+
+    <root>/<dataset>/<scene>/<method>/<variant>/seed<k>/
+        config.json      config, content key, seed, code version, created time, host
+        timings.json     phase -> seconds
+        per_image.csv    one row per test image: camera, frame, metric columns
+        summary.json     {"metrics": {name: value}, "notes": {name: text}}
+        checkpoints/     model files (`Run.checkpoint_path`)
+        DONE             written last: the run is complete
+
+A run is reused only when it is complete and its stored content key equals the key of the
+requested run (`content_key` over config + data fingerprint + code fingerprint).
+`results(root)` scans completed runs into one tidy table: one row per (run, metric).
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import datetime as _dt
+import hashlib
+import io
+import json
+import math
+import os
+import platform
+import shutil
+import subprocess
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import __version__
+from ..data.scene import SCENE_FILE, read_scene
+from ..errors import ConfigError, MoegsError, SceneFormatError
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+
+CONFIG_FILE = "config.json"
+TIMINGS_FILE = "timings.json"
+PER_IMAGE_FILE = "per_image.csv"
+SUMMARY_FILE = "summary.json"
+DONE_FILE = "DONE"
+CHECKPOINT_DIR = "checkpoints"
+RESULTS_FILE = "results.csv"
+NOTES_FILE = "notes.csv"
+
+ID_COLUMNS = ["dataset", "scene", "method", "variant", "seed"]
+RESULT_COLUMNS = ID_COLUMNS + ["metric", "value", "run_dir", "key", "code_version", "completed_at"]
+NOTE_COLUMNS = ID_COLUMNS + ["metric", "note", "run_dir"]
+
+_PACKAGE_ROOT = Path(__file__).resolve().parents[1]
+_KEY_CHARS = 16
+
+
+class RunStoreError(MoegsError):
+    """A file in the run store is unreadable or malformed."""
+
+
+# -- code version and content keys ------------------------------------------------------------
+def source_hash(package_root: Path | None = None) -> str:
+    """Short sha256 (12 hex chars) over the relative paths and bytes of every package .py file."""
+    root = Path(package_root) if package_root is not None else _PACKAGE_ROOT
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        rel = path.relative_to(root).as_posix()
+        if "__pycache__" in rel:
+            continue
+        h.update(rel.encode() + b"\0")
+        h.update(path.read_bytes() + b"\0")
+    return h.hexdigest()[:12]
+
+
+def code_fingerprint(package_root: Path | None = None) -> str:
+    """`<version>+src.<hash>`: what the content key uses (changes iff the package code changes)."""
+    return f"{__version__}+src.{source_hash(package_root)}"
+
+
+def git_commit(path: Path | None = None) -> str | None:
+    """Commit of the git checkout holding `path` (default: the package), or None outside git."""
+    cwd = Path(path) if path is not None else _PACKAGE_ROOT
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short=12", "HEAD"],
+            cwd=cwd,
+            capture_output=True,
+            text=True,
+            timeout=5,
+            check=False,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    commit = out.stdout.strip()
+    return commit if out.returncode == 0 and commit else None
+
+
+def code_version(package_root: Path | None = None) -> str:
+    """Package version + source hash, plus `.git.<commit>` when the package is in a git checkout.
+
+    Recorded in every run for provenance; keys use `code_fingerprint()` so that a commit
+    touching only docs or tests does not invalidate trained runs.
+    """
+    version = code_fingerprint(package_root)
+    commit = git_commit(package_root)
+    return f"{version}.git.{commit}" if commit else version
+
+
+def _jsonable(obj: Any) -> Any:
+    """json.dumps fallback for the values configs hold: dataclasses, paths, numpy, sets."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return dataclasses.asdict(obj)
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj, key=repr)
+    raise TypeError(f"value of type {type(obj).__name__} is not JSON-serialisable: {obj!r}")
+
+
+def canonical_json(obj: Any, sort_keys: bool = True) -> str:
+    """Deterministic JSON: sorted keys, no whitespace, the `_jsonable` conversions."""
+    try:
+        return json.dumps(obj, sort_keys=sort_keys, separators=(",", ":"), default=_jsonable)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"config cannot be stored as JSON: {exc}") from None
+
+
+def content_key(config: Mapping[str, Any], data_fingerprint: str, code: str) -> str:
+    """16 hex chars of sha256 over canonical JSON of {config, data, code}."""
+    payload = canonical_json({"config": config, "data": data_fingerprint, "code": code})
+    return hashlib.sha256(payload.encode()).hexdigest()[:_KEY_CHARS]
+
+
+def _listed_files(scene_json: dict) -> list[str]:
+    """Relative paths of every file scene.json lists: images, point clouds, ground truth."""
+    rels: list[str] = []
+    for paths in scene_json.get("images", {}).values():
+        rels += [p for p in paths if p is not None]
+    points = scene_json.get("points") or {}
+    if points.get("merged"):
+        rels.append(points["merged"])
+    rels += [p for p in (points.get("frames") or {}).values() if p]
+    gt = scene_json.get("gt") or {}
+    for kind in ("depth", "labels"):
+        for paths in (gt.get(kind) or {}).values():
+            rels += [p for p in paths if p is not None]
+    if gt.get("trajectories"):
+        rels.append(gt["trajectories"])
+    return sorted(set(rels))
+
+
+def scene_fingerprint(scene_root: str | Path) -> str:
+    """16 hex chars of sha256 over scene.json bytes and (relative path, size) of each listed file.
+
+    Files are not decoded (fast); a re-prepared scene with other images almost always differs in
+    size. Raises SceneFormatError for a missing or malformed scene or a missing listed file.
+    """
+    root = Path(scene_root)
+    read_scene(root, check_files=False)  # one clear error for a malformed scene.json
+    raw = (root / SCENE_FILE).read_bytes()
+    h = hashlib.sha256(raw + b"\0")
+    for rel in _listed_files(json.loads(raw)):
+        try:
+            size = (root / rel).stat().st_size
+        except FileNotFoundError:
+            raise SceneFormatError(
+                root / rel, None, f"file is missing (listed in {SCENE_FILE})"
+            ) from None
+        h.update(f"{rel}\0{size}\0".encode())
+    return h.hexdigest()[:_KEY_CHARS]
+
+
+def host_info() -> dict[str, str]:
+    """Python, platform, torch version and device name (best effort; never raises)."""
+    info = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "hostname": platform.node(),
+    }
+    try:
+        import torch
+
+        info["torch"] = torch.__version__
+        if torch.cuda.is_available():
+            info["device"] = torch.cuda.get_device_name(0)
+        else:
+            info["device"] = f"cpu ({platform.processor() or platform.machine()})"
+    except Exception as exc:  # a broken torch install must not stop a run from being recorded
+        info["torch"] = f"unavailable: {type(exc).__name__}"
+        info["device"] = f"cpu ({platform.processor() or platform.machine()})"
+    return info
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- run identity ------------------------------------------------------------------------------
+def _check_component(field: str, value: str) -> None:
+    bad = (
+        not value
+        or value in (".", "..")
+        or value.startswith(".")
+        or any(c in value for c in "/\\\0")
+    )
+    if bad:
+        raise ConfigError(
+            f"run {field} {value!r} cannot name a directory (empty, hidden or has '/')"
+        )
+
+
+@dataclass(frozen=True, order=True)
+class RunId:
+    """Identity of one run; its directory is `<dataset>/<scene>/<method>/<variant>/seed<k>`."""
+
+    dataset: str
+    scene: str
+    method: str
+    variant: str = "default"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        for field in ("dataset", "scene", "method", "variant"):
+            _check_component(field, str(getattr(self, field)))
+        if (
+            not isinstance(self.seed, (int, np.integer))
+            or isinstance(self.seed, bool)
+            or self.seed < 0
+        ):
+            raise ConfigError(f"run seed must be a non-negative integer, got {self.seed!r}")
+
+    @property
+    def relpath(self) -> Path:
+        return Path(self.dataset, self.scene, self.method, self.variant, f"seed{int(self.seed)}")
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset,
+            "scene": self.scene,
+            "method": self.method,
+            "variant": self.variant,
+            "seed": int(self.seed),
+        }
+
+    @classmethod
+    def from_relpath(cls, rel: Path) -> RunId:
+        parts = Path(rel).parts
+        if len(parts) != 5 or not parts[4].startswith("seed") or not parts[4][4:].isdigit():
+            raise RunStoreError(
+                f"{rel}: not a run directory (<dataset>/<scene>/<method>/<variant>/seed<k>)"
+            )
+        return cls(parts[0], parts[1], parts[2], parts[3], int(parts[4][4:]))
+
+
+# -- one run -----------------------------------------------------------------------------------
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunStoreError(f"{path}: file is missing") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise RunStoreError(f"{path}: unreadable JSON ({exc})") from None
+
+
+def _finite(name: str, value: Any, path_hint: str) -> float:
+    try:
+        out = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path_hint}: {name} must be a number, got {value!r}") from None
+    if not math.isfinite(out):
+        raise ValueError(f"{path_hint}: {name} is {out}; leave it out and explain why in notes")
+    return out
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run directory. Every write is atomic; `complete()` writes the DONE marker last."""
+
+    dir: Path
+    run_id: RunId
+
+    @property
+    def is_complete(self) -> bool:
+        return (self.dir / DONE_FILE).is_file()
+
+    def checkpoint_path(self, name: str) -> Path:
+        """Path for a model file `checkpoints/<name>` (parent folders created)."""
+        rel = Path(name)
+        if not name or rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"checkpoint name {name!r} must be a relative path inside the run")
+        path = self.dir / CHECKPOINT_DIR / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def save_timings(self, timings: Mapping[str, float]) -> Path:
+        """timings.json: phase -> seconds (finite, non-negative)."""
+        out = {}
+        for phase, sec in timings.items():
+            out[str(phase)] = _finite(f"phase {phase!r}", sec, TIMINGS_FILE)
+            if out[str(phase)] < 0:
+                raise ValueError(f"{TIMINGS_FILE}: phase {phase!r} has negative time {sec}")
+        return atomic_write_json(self.dir / TIMINGS_FILE, out)
+
+    def save_per_image(self, rows: Sequence[Mapping[str, Any]]) -> Path:
+        """per_image.csv: one row per test image; `camera` and `frame` first, then metric columns
+        in order of first appearance (a value missing from a row is left empty)."""
+        columns = ["camera", "frame"]
+        for i, row in enumerate(rows):
+            if "camera" not in row or "frame" not in row:
+                raise ValueError(f"{PER_IMAGE_FILE}: row {i} lacks 'camera' or 'frame'")
+            columns += [k for k in row if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return atomic_write_text(self.dir / PER_IMAGE_FILE, buf.getvalue())
+
+    def save_summary(
+        self, metrics: Mapping[str, float], notes: Mapping[str, str] | None = None
+    ) -> Path:
+        """summary.json: metrics (finite numbers, e.g. psnr, ssim, num_gaussians) and notes
+        (metric -> text, e.g. "lpips": "unavailable: <reason>")."""
+        clean = {str(k): _finite(f"metric {k!r}", v, SUMMARY_FILE) for k, v in metrics.items()}
+        text = {str(k): str(v) for k, v in (notes or {}).items()}
+        return atomic_write_json(self.dir / SUMMARY_FILE, {"metrics": clean, "notes": text})
+
+    def complete(self) -> Path:
+        """Mark the run complete (DONE holds the completion time). Needs summary.json."""
+        if not (self.dir / SUMMARY_FILE).is_file():
+            raise ValueError(f"{self.dir}: cannot complete a run without {SUMMARY_FILE}")
+        return atomic_write_text(self.dir / DONE_FILE, _now() + "\n")
+
+    def completed_at(self) -> str | None:
+        path = self.dir / DONE_FILE
+        return path.read_text().strip() if path.is_file() else None
+
+    def load_config(self) -> dict[str, Any]:
+        return _read_json(self.dir / CONFIG_FILE)
+
+    def load_timings(self) -> dict[str, float]:
+        """phase -> seconds ({} when the run saved no timings); RunStoreError if malformed."""
+        path = self.dir / TIMINGS_FILE
+        if not path.is_file():
+            return {}
+        obj = _read_json(path)
+        try:
+            return {str(k): float(v) for k, v in obj.items()}
+        except (AttributeError, TypeError, ValueError):
+            raise RunStoreError(f"{path}: expected an object of phase -> seconds") from None
+
+    def load_summary(self) -> dict[str, dict]:
+        """{"metrics": {name: float}, "notes": {name: str}}; RunStoreError if malformed."""
+        path = self.dir / SUMMARY_FILE
+        obj = _read_json(path)
+        if not isinstance(obj, dict) or not isinstance(obj.get("metrics"), dict):
+            raise RunStoreError(f"{path}: metrics: expected an object")
+        try:
+            metrics = {str(k): float(v) for k, v in obj["metrics"].items()}
+        except (TypeError, ValueError):
+            raise RunStoreError(f"{path}: metrics: values must be numbers") from None
+        return {
+            "metrics": metrics,
+            "notes": {str(k): str(v) for k, v in (obj.get("notes") or {}).items()},
+        }
+
+    def load_per_image(self) -> pd.DataFrame:
+        return pd.read_csv(self.dir / PER_IMAGE_FILE)
+
+
+# -- the store ---------------------------------------------------------------------------------
+class RunStore:
+    """Run directories under `root`; `find` reuses a completed run with the same content key."""
+
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    def run_dir(self, run_id: RunId) -> Path:
+        return self.root / run_id.relpath
+
+    def stored_key(self, run_id: RunId) -> str | None:
+        """The content key in the run's config.json, or None if absent or unreadable."""
+        try:
+            key = _read_json(self.run_dir(run_id) / CONFIG_FILE).get("key")
+        except (RunStoreError, AttributeError):
+            return None
+        return key if isinstance(key, str) else None
+
+    def state(self, run_id: RunId, key: str) -> str:
+        """ "missing", "incomplete" (started, no DONE), "stale" (done, other key) or "done"."""
+        run_dir = self.run_dir(run_id)
+        if not run_dir.exists():
+            return "missing"
+        if not (run_dir / DONE_FILE).is_file():
+            return "incomplete"
+        return "done" if self.stored_key(run_id) == key else "stale"
+
+    def find(self, run_id: RunId, key: str) -> Run | None:
+        """The completed run with this content key, or None (absent, unfinished or stale)."""
+        if self.state(run_id, key) != "done":
+            return None
+        return Run(self.run_dir(run_id), run_id)
+
+    def resume(self, run_id: RunId, key: str) -> Run | None:
+        """An unfinished run with this content key (its checkpoints let training continue)."""
+        if self.state(run_id, key) != "incomplete" or self.stored_key(run_id) != key:
+            return None
+        return Run(self.run_dir(run_id), run_id)
+
+    def begin(
+        self,
+        run_id: RunId,
+        key: str,
+        config: Mapping[str, Any],
+        host: Mapping[str, str] | None = None,
+    ) -> Run:
+        """Start a fresh run: clear its directory and write config.json."""
+        run_dir = self.run_dir(run_id)
+        # drop DONE first: an interrupted clear must never leave a "complete" partial run
+        (run_dir / DONE_FILE).unlink(missing_ok=True)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        record = {
+            "run": run_id.as_dict(),
+            "key": key,
+            "seed": int(run_id.seed),
+            "code_version": code_version(),
+            "created_at": _now(),
+            "host": dict(host) if host is not None else host_info(),
+            "config": json.loads(canonical_json(config, sort_keys=False)),
+        }
+        atomic_write_json(run_dir / CONFIG_FILE, record)
+        return Run(run_dir, run_id)
+
+    def completed_runs(self) -> Iterator[Run]:
+        """Every complete run under root, in path order."""
+        for done in sorted(self.root.glob(f"*/*/*/*/seed*/{DONE_FILE}")):
+            run_dir = done.parent
+            yield Run(run_dir, RunId.from_relpath(run_dir.relative_to(self.root)))
+
+
+# -- tidy results ------------------------------------------------------------------------------
+def _timing_metric(phase: str) -> str:
+    return phase if phase.endswith("_seconds") else f"{phase}_seconds"
+
+
+def _run_rows(run: Run) -> tuple[list[dict], list[dict]]:
+    config = run.load_config()
+    summary = run.load_summary()
+    base = {**run.run_id.as_dict(), "run_dir": str(run.dir)}
+    extra = {
+        "key": config.get("key"),
+        "code_version": config.get("code_version"),
+        "completed_at": run.completed_at(),
+    }
+    values = dict(summary["metrics"])
+    for phase, sec in run.load_timings().items():
+        values.setdefault(_timing_metric(phase), sec)
+    rows = [{**base, "metric": m, "value": v, **extra} for m, v in values.items()]
+    notes = [{**base, "metric": m, "note": n} for m, n in summary["notes"].items()]
+    return rows, notes
+
+
+def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
+    df = pd.DataFrame(rows, columns=columns)
+    df["seed"] = df["seed"].astype("int64")
+    if "value" in df:
+        df["value"] = df["value"].astype("float64")
+    return df.sort_values(ID_COLUMNS + ["metric"], kind="stable").reset_index(drop=True)
+
+
+def results(root: str | Path) -> pd.DataFrame:
+    """The tidy table of every completed run: columns `RESULT_COLUMNS`, one row per
+    (run, metric); timings appear as `<phase>_seconds` metrics."""
+    rows: list[dict] = []
+    for run in RunStore(root).completed_runs():
+        rows += _run_rows(run)[0]
+    return _frame(rows, RESULT_COLUMNS)
+
+
+def notes(root: str | Path) -> pd.DataFrame:
+    """Notes of every completed run (why a metric is missing): columns `NOTE_COLUMNS`."""
+    rows: list[dict] = []
+    for run in RunStore(root).completed_runs():
+        rows += _run_rows(run)[1]
+    return _frame(rows, NOTE_COLUMNS)
+
+
+def write_results_table(root: str | Path) -> Path:
+    """Write `root/results.csv` (and `notes.csv`; `results.parquet` if pyarrow is installed)."""
+    root = Path(root)
+    df = results(root)
+    path = atomic_write_text(root / RESULTS_FILE, df.to_csv(index=False))
+    atomic_write_text(root / NOTES_FILE, notes(root).to_csv(index=False))
+    try:
+        import pyarrow  # noqa: F401
+    except ImportError:
+        return path
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(root / "results.parquet", buf.getvalue())
+    return path
+
+
+def read_results_table(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(results, notes) from `root/results.csv` and `root/notes.csv` (empty notes if absent)."""
+    root = Path(root)
+    path = root / RESULTS_FILE
+    if not path.is_file():
+        raise RunStoreError(f"{path}: no results table (run a benchmark or write it first)")
+    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    missing = [c for c in RESULT_COLUMNS if c not in df.columns]
+    if missing:
+        raise RunStoreError(f"{path}: missing columns {missing}")
+    note_path = root / NOTES_FILE
+    nt = (
+        pd.read_csv(note_path, keep_default_na=False)
+        if note_path.is_file()
+        else pd.DataFrame(columns=NOTE_COLUMNS)
+    )
+    return df, nt

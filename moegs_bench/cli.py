@@ -1,0 +1,220 @@
+"""Command line: parses options and calls the library; nothing else lives here."""
+
+from __future__ import annotations
+
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import click
+
+from .errors import ConfigError, MoegsError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="moegs-bench")
+def cli() -> None:
+    """moegs-bench: prepare dynamic multi-view datasets, train Gaussian-splatting experts and
+    MoE-GS routers, measure them one way, and print the paper's tables."""
+
+
+def main() -> None:
+    """Console entry point: a user-facing error is one line on stderr and exit status 2."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except MoegsError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+
+
+# -- shared helpers ------------------------------------------------------------------------------
+@contextmanager
+def _progress():
+    """A rich progress bar; yields a factory name -> callback(step, total, info)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TimeRemainingColumn(), TextColumn("{task.fields[info]}"), transient=False) as bar:
+        tasks: dict[str, int] = {}
+
+        def factory(name: str):
+            def update(step: int, total: int, info: dict) -> None:
+                if name not in tasks:
+                    tasks[name] = bar.add_task(name, total=total, info="")
+                text = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+                bar.update(tasks[name], completed=step, total=total, info=text)
+            return update
+
+        yield factory
+
+
+def _default_size(device) -> str:
+    return "full" if device.type == "cuda" else "small"
+
+
+def _resolve_scene(scene: str, rig: str, size: str | None, seed: int, data_dir: Path, device) -> Path:
+    """A prepared scene folder, or a synthetic scene name generated (once) under data_dir."""
+    path = Path(scene)
+    if path.exists():
+        from .data.scene import is_prepared_scene
+
+        if not is_prepared_scene(path):
+            raise ConfigError(f"--scene {scene}: folder has no scene.json (run `moegs-bench prepare` first)")
+        return path
+    from .data.scene import is_prepared_scene
+    from .data.synthetic import SCENES, generate_synthetic
+
+    if scene not in SCENES:
+        raise ConfigError(f"--scene {scene!r}: neither a prepared scene folder nor a synthetic scene "
+                          f"({', '.join(SCENES)})")
+    size = size or _default_size(device)
+    out = data_dir / "synthetic" / f"{scene}-{rig}-{size}-seed{seed}"
+    if not is_prepared_scene(out):
+        click.echo(f"preparing synthetic scene {scene} ({rig} rig, {size}) in {out}")
+        with _progress() as bar:
+            generate_synthetic(out, scene=scene, rig=rig, size=size, seed=seed, device=device,
+                               progress=bar(f"render {scene}"))
+    return out
+
+
+_common_run_options = [
+    click.option("--scene", default="mixed", show_default=True,
+                 help="Prepared scene folder, or a synthetic scene name (generated on first use)."),
+    click.option("--rig", default="n3v", show_default=True, help="Camera rig of a synthetic scene."),
+    click.option("--size", default=None, help="Synthetic size: tiny, small or full "
+                 "(default: small on CPU, full with CUDA)."),
+    click.option("--seed", default=0, show_default=True, type=int, help="Training (and synthetic) seed."),
+    click.option("--preset", default=None, help="Expert preset (default: the one for the scene's size/dataset)."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override an expert setting, e.g. --set train.iterations=500 (repeatable)."),
+    click.option("--force", is_flag=True, help="Retrain even if an identical run is stored."),
+    click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
+                 help="Run store folder."),
+    click.option("--data-dir", default=None, type=click.Path(path_type=Path),
+                 help="Where synthetic scenes are prepared (default: RUNS/scenes)."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option("--lpips-net", default="alex", show_default=True, type=click.Choice(["alex", "vgg"])),
+    click.option("--lpips-weights", default=None, type=click.Path(path_type=Path),
+                 help="torchvision checkpoint of the LPIPS backbone (offline machines)."),
+]
+
+
+def _with_run_options(fn):
+    for opt in reversed(_common_run_options):
+        fn = opt(fn)
+    return fn
+
+
+def _run_experts(names, scene, rig, size, seed, preset, overrides, force, runs_dir, data_dir, device,
+                 lpips_net, lpips_weights):
+    from .bench.harness import lpips_metric, run_expert
+    from .bench.store import RunStore, write_results_table
+    from .config import overrides_to_dict
+    from .data.load import load_scene
+    from .device import resolve_device
+
+    dev = resolve_device(device)
+    root = _resolve_scene(scene, rig, size, seed, data_dir or runs_dir / "scenes", dev)
+    data = load_scene(root, dev)
+    store = RunStore(runs_dir)
+    lpips = lpips_metric(lpips_net, lpips_weights, dev)
+    results = []
+    with _progress() as bar:
+        for name in names:
+            results.append(run_expert(name, data, store, seed=seed, preset=preset,
+                                      overrides=overrides_to_dict(list(overrides)), force=force,
+                                      lpips=lpips, progress=bar))
+    write_results_table(runs_dir)
+    return data, results, lpips
+
+
+def _print_results(data, results, lpips) -> None:
+    header = "| method | PSNR | SSIM | SSIM (skimage) | LPIPS | Gaussians | train s | it/s | run |"
+    click.echo(f"\nscene {data.scene.dataset}/{data.scene.name}: "
+               f"{len(data.splits['test'])} test views at {data.width}x{data.height}")
+    click.echo(header)
+    click.echo("|" + "---|" * (header.count("|") - 1))
+    for r in results:
+        m = r.metrics
+        lp = f"{m['lpips']:.3f}" if "lpips" in m else "n/a"
+        train_s = r.run.load_timings().get("train", float("nan"))
+        click.echo(f"| {r.name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m.get('ssim_skimage', float('nan')):.4f} "
+                   f"| {lp} | {int(m['num_gaussians'])} | {train_s:.1f} | {m['iters_per_second']:.1f} "
+                   f"| {'reused' if r.reused else 'trained'} |")
+    if not lpips.available:
+        click.echo(f"\nLPIPS unavailable: {lpips.reason}")
+
+
+# -- commands ----------------------------------------------------------------------------------------
+@cli.command()
+@click.option("--experts", "experts", default=None,
+              help="Comma-separated experts or a paper set size 2/3/4 (default: all available).")
+@_with_run_options
+def run(experts, **kw):
+    """Prepare (or reuse) a scene, train the experts (or reuse stored runs), evaluate, store
+    results and print a table."""
+    from .experts.registry import available_experts, resolve_expert_list
+
+    names = resolve_expert_list(experts) if experts else available_experts()
+    data, results, lpips = _run_experts(names, **kw)
+    _print_results(data, results, lpips)
+    click.echo(f"\nresults: {kw['runs_dir'] / 'results.csv'}")
+
+
+@cli.command()
+@click.option("--expert", required=True, help="Expert to train, e.g. static.")
+@_with_run_options
+def train(expert, **kw):
+    """Train and evaluate one expert on one scene."""
+    from .experts.registry import resolve_expert_list
+
+    data, results, lpips = _run_experts(resolve_expert_list(expert), **kw)
+    _print_results(data, results, lpips)
+    click.echo(f"\nrun folder: {results[0].run.dir}")
+
+
+@cli.command()
+@click.option("--table", "table", default="main", show_default=True, help="Table name (see --list).")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "csv", "latex"]))
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path))
+@click.option("--dataset", default=None, help="Only rows of this dataset.")
+@click.option("--list", "list_tables", is_flag=True, help="List the tables and exit.")
+def report(table, fmt, runs_dir, dataset, list_tables):
+    """Print a table built from the stored results."""
+    from .bench.store import notes, results
+    from .report.tables import TABLES, build_table, format_table
+
+    if list_tables:
+        for spec in TABLES.values():
+            click.echo(f"{spec.name:20s} {spec.description}")
+        return
+    if not Path(runs_dir).is_dir():
+        raise ConfigError(f"--runs {runs_dir}: no such run store (run `moegs-bench run` first)")
+    df = results(runs_dir)
+    if df.empty:
+        raise ConfigError(f"--runs {runs_dir}: no completed runs")
+    opts = {"notes": notes(runs_dir)}
+    if dataset:
+        opts["dataset"] = dataset
+    elif df["dataset"].nunique() == 1:
+        opts["dataset"] = df["dataset"].iloc[0]
+    else:
+        raise ConfigError(f"--dataset: the store holds several datasets ({', '.join(sorted(df['dataset'].unique()))}); name one")
+    click.echo(format_table(build_table(table, df, **opts), fmt))
+
+
+def _register_prepare() -> None:
+    from .cli_prepare import datasets_cmd, prepare
+
+    cli.add_command(prepare)
+    cli.add_command(datasets_cmd, name="datasets")
+
+
+_register_prepare()

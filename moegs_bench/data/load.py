@@ -1,0 +1,119 @@
+"""`SceneData`: a prepared scene with its images loaded once onto a device (uint8)."""
+
+from __future__ import annotations
+
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ..errors import SceneFormatError
+from .scene import PreparedScene, read_scene
+
+
+@dataclass
+class Views:
+    """The images of one split. cams [V] and frames [V] index SceneData.cameras / times;
+    images [V,H,W,3] uint8 on the device; depth [V,H,W] and labels [V,H,W] when the scene has
+    ground truth and it was requested."""
+
+    cams: Tensor
+    frames: Tensor
+    images: Tensor
+    depth: Tensor | None = None
+    labels: Tensor | None = None
+
+    def __len__(self) -> int:
+        return len(self.cams)
+
+
+@dataclass
+class SceneData:
+    """A scene on a device. Ks [C,3,3], viewmats [C,4,4] (float32), times [F] float32."""
+
+    scene: PreparedScene
+    device: torch.device
+    Ks: Tensor
+    viewmats: Tensor
+    times: Tensor
+    width: int
+    height: int
+    splits: dict[str, Views] = field(default_factory=dict)
+
+    @property
+    def extent(self) -> float:
+        return self.scene.scene_extent()
+
+    def camera_batch(self, cams: Tensor) -> tuple[Tensor, Tensor]:
+        """viewmats [B,4,4] and Ks [B,3,3] for camera indices [B]."""
+        return self.viewmats[cams], self.Ks[cams]
+
+    def image_float(self, split: str, idx: Tensor) -> Tensor:
+        """Images of views `idx` as float in [0,1]: [B,H,W,3]."""
+        return self.splits[split].images[idx].float() / 255.0
+
+
+def _read_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("RGB"))
+    except FileNotFoundError:
+        raise SceneFormatError(path, None, "image file is missing") from None
+    except Exception as exc:
+        raise SceneFormatError(path, None, f"unreadable image ({exc})") from None
+
+
+def _read_label(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im)
+
+
+def load_scene(root: str | Path | PreparedScene, device: torch.device,
+               splits: tuple[str, ...] = ("train", "test"), with_gt: bool = False,
+               workers: int = 4) -> SceneData:
+    """Read (and validate) a prepared scene and load the images of `splits` onto `device`.
+
+    All images must have one size (every dataset here has one per scene). Ground-truth depth
+    and labels are loaded for the requested splits when `with_gt` and present.
+    """
+    scene = root if isinstance(root, PreparedScene) else read_scene(root)
+    sizes = {(c.width, c.height) for c in scene.cameras}
+    if len(sizes) != 1:
+        raise SceneFormatError(scene.root / "scene.json", "cameras", f"cameras have different image sizes {sorted(sizes)}")
+    width, height = sizes.pop()
+    Ks = torch.tensor(np.stack([c.K for c in scene.cameras]), dtype=torch.float32, device=device)
+    viewmats = torch.tensor(np.stack([c.w2c for c in scene.cameras]), dtype=torch.float32, device=device)
+    data = SceneData(scene, device, Ks, viewmats, torch.tensor(scene.times, dtype=torch.float32, device=device),
+                     width, height)
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        for split in splits:
+            data.splits[split] = _load_views(scene, split, device, width, height, with_gt, pool)
+    return data
+
+
+def _load_views(scene: PreparedScene, split: str, device, width: int, height: int, with_gt: bool,
+                pool: ThreadPoolExecutor) -> Views:
+    views = scene.views(split)
+    names = [c.name for c in scene.cameras]
+    paths = [scene.image_path(names[c], f) for c, f in views]
+    images = torch.empty(len(views), height, width, 3, dtype=torch.uint8, device=device)
+    for i, (path, img) in enumerate(zip(paths, pool.map(_read_png, paths))):
+        if img.shape != (height, width, 3):
+            raise SceneFormatError(path, None, f"image is {img.shape[1]}x{img.shape[0]}, scene.json says {width}x{height}")
+        images[i] = torch.from_numpy(img).to(device)
+    out = Views(torch.tensor([c for c, _ in views], dtype=torch.long, device=device),
+                torch.tensor([f for _, f in views], dtype=torch.long, device=device), images)
+    if with_gt and "depth" in scene.gt:
+        dpaths = [scene.root / scene.gt["depth"][names[c]][f] for c, f in views]
+        out.depth = torch.from_numpy(np.stack(list(pool.map(np.load, dpaths)))).float().to(device)
+    if with_gt and "labels" in scene.gt:
+        lpaths = [scene.root / scene.gt["labels"][names[c]][f] for c, f in views]
+        out.labels = torch.from_numpy(np.stack(list(pool.map(_read_label, lpaths)))).long().to(device)
+    return out

@@ -1,0 +1,24 @@
+"""Errors that the command line reports as one line (no traceback)."""
+
+from __future__ import annotations
+
+
+class MoegsError(Exception):
+    """Base class: a user-facing problem (bad input, missing file, unavailable device)."""
+
+
+class SceneFormatError(MoegsError):
+    """A prepared scene on disk is missing a file or has a malformed field."""
+
+    def __init__(self, path, field: str | None, problem: str):
+        self.path, self.field, self.problem = str(path), field, problem
+        where = f"{self.path}: {field}" if field else self.path
+        super().__init__(f"{where}: {problem}")
+
+
+class ConfigError(MoegsError):
+    """An option, preset or override names something that does not exist or has a bad value."""
+
+
+class DeviceError(MoegsError):
+    """A command needs hardware (CUDA) that this machine does not have."""

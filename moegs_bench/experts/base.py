@@ -1,0 +1,143 @@
+"""The Expert protocol: a trainable model that yields `Gaussians` for a time t.
+
+Everything downstream (renderer, loop, routers, metrics) only calls `gaussians_at`; the
+training loop also uses the parameter split below:
+  per-Gaussian parameters  -> one optimiser each, densified by the strategy with the means;
+  shared parameters        -> MLPs, grids, tables (never densified).
+"""
+
+from __future__ import annotations
+
+from abc import ABCMeta, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from ..config import from_dict, to_dict
+from ..io import save_torch
+from ..render.gaussians import Gaussians
+
+
+@dataclass
+class DensifyConfig:
+    """gsplat DefaultStrategy settings (3DGS defaults; REFERENCE.md §2 per expert)."""
+
+    enabled: bool = True
+    start: int = 500
+    stop: int = 15_000
+    every: int = 100
+    grad_threshold: float = 2e-4
+    prune_opacity: float = 0.005
+    grow_scale3d: float = 0.01
+    prune_scale3d: float = 0.1
+    reset_every: int = 3000  # opacity reset period; 0 disables (done explicitly: gsplat 1.5.3 never resets)
+
+
+@dataclass
+class TrainConfig:
+    """Generic loop settings shared by every expert."""
+
+    iterations: int = 30_000
+    batch_size: int = 1  # views per step
+    same_time: bool = False  # batch views of one frame (STG) instead of random views
+    ssim_lambda: float = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
+    random_background: bool = False
+    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    checkpoint_every: int = 2000  # resumable state every N steps (0: never)
+    densify: DensifyConfig = field(default_factory=DensifyConfig)
+
+
+class Expert(nn.Module, metaclass=ABCMeta):
+    """Base class. Subclasses set `name`, `Config` (a dataclass with a `train: TrainConfig`
+    field) and implement `from_scene`, `gaussians_at`, `learning_rates`."""
+
+    name: ClassVar[str] = "expert"
+    Config: ClassVar[type] = object
+
+    def __init__(self, config: Any):
+        super().__init__()
+        self.config = config
+        self.params = nn.ParameterDict()  # per-Gaussian tensors, rows aligned with Gaussians
+
+    # -- construction ----------------------------------------------------------------------
+    @classmethod
+    @abstractmethod
+    def from_scene(cls, data, config, generator: torch.Generator | None = None) -> Expert:
+        """Initialise from a loaded scene (SceneData): point clouds, cameras, times."""
+
+    # -- what the rest of the toolkit sees ----------------------------------------------------
+    @abstractmethod
+    def gaussians_at(self, t: float | Tensor, camera: int | None = None) -> Gaussians:
+        """The Gaussians at normalised time t in [0,1) (camera: index, for per-camera terms)."""
+
+    @property
+    def num_gaussians(self) -> int:
+        return int(self.params["means"].shape[0])
+
+    # -- training hooks ------------------------------------------------------------------------
+    def per_gaussian_params(self) -> nn.ParameterDict:
+        return self.params
+
+    def shared_params(self) -> dict[str, nn.Parameter]:
+        return {}
+
+    @abstractmethod
+    def learning_rates(self, step: int, extent: float) -> dict[str, float]:
+        """Learning rate of every parameter (per-Gaussian and shared) at `step`."""
+
+    def regularisation(self, step: int) -> Tensor | None:
+        """Extra loss terms at `step` (None: none)."""
+        return None
+
+    def on_step(self, step: int) -> None:
+        """Schedules that change the model (SH degree, coarse->fine, ...)."""
+
+    def active_frames(self, step: int, num_frames: int) -> int:
+        """Training sees frames [0, active_frames) at `step` (progressive training)."""
+        return num_frames
+
+    # -- persistence ------------------------------------------------------------------------------
+    def checkpoint(self) -> dict:
+        return {
+            "name": self.name,
+            "config": to_dict(self.config),
+            "params": {k: v.detach().cpu() for k, v in self.params.items()},
+            "shared": {k: v.detach().cpu() for k, v in self.shared_params().items()},
+            "extra": self.extra_state(),
+        }
+
+    def extra_state(self) -> dict:
+        """Non-parameter state a subclass must keep across save/load."""
+        return {}
+
+    def load_extra_state(self, state: dict) -> None:
+        pass
+
+    def load_checkpoint(self, ckpt: dict) -> None:
+        """Replace parameters with those of `ckpt` (sizes may differ: densification)."""
+        device = next(iter(self.params.values())).device if len(self.params) else torch.device("cpu")
+        for k, v in ckpt["params"].items():
+            self.params[k] = nn.Parameter(v.to(device), requires_grad=True)
+        shared = self.shared_params()
+        for k, v in ckpt.get("shared", {}).items():
+            with torch.no_grad():
+                shared[k].data = v.to(shared[k].device)
+        self.load_extra_state(ckpt.get("extra", {}))
+
+    def save(self, path: str | Path) -> Path:
+        return save_torch(path, self.checkpoint())
+
+    @classmethod
+    def load(cls, path: str | Path, device: torch.device) -> Expert:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        expert = cls.empty(from_dict(cls.Config, ckpt["config"]), device)
+        expert.load_checkpoint(ckpt)
+        return expert.to(device)
+
+    @classmethod
+    def empty(cls, config, device: torch.device) -> Expert:
+        """An expert with the right structure and placeholder parameters (filled by load)."""
+        return cls(config).to(device)

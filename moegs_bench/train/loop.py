@@ -1,0 +1,246 @@
+"""The generic training loop every expert uses: view sampling, photometric loss, learning-rate
+schedules, gsplat DefaultStrategy densification (opacity resets done explicitly), progress
+callbacks and resumable checkpoints."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import SimpleNamespace
+
+import torch
+from gsplat.strategy import DefaultStrategy
+from gsplat.strategy.ops import reset_opa
+from torch import Tensor
+
+from ..data.load import SceneData, Views
+from ..experts.base import Expert
+from ..io import save_torch
+from ..render.backend import RenderSettings, render
+from .losses import photometric
+
+ProgressFn = Callable[[int, int, dict], None]
+
+
+@dataclass
+class TrainResult:
+    """What one training run did. seconds excludes time spent before a resume."""
+
+    steps: int
+    seconds: float
+    iters_per_second: float
+    num_gaussians: int
+    final_loss: float
+    peak_memory_mb: float | None
+    resumed_from: int = 0
+    losses: list[float] = field(default_factory=list)
+
+
+class ViewSampler:
+    """Draws training views: random permutations of the views in the active frame window, or
+    (same_time) a random frame and `batch` of its cameras."""
+
+    def __init__(self, views: Views, batch: int, same_time: bool, seed: int):
+        self.frames = views.frames.cpu()
+        self.batch, self.same_time = batch, same_time
+        self.generator = torch.Generator().manual_seed(seed)
+        self.queue: list[int] = []
+        self.active = -1
+
+    def next(self, active_frames: int) -> Tensor:
+        if self.same_time:
+            frames = torch.unique(self.frames[self.frames < active_frames])
+            f = frames[torch.randint(len(frames), (1,), generator=self.generator)]
+            pool = torch.nonzero(self.frames == f).squeeze(1)
+            return pool[torch.randperm(len(pool), generator=self.generator)[: self.batch]]
+        if active_frames != self.active:
+            self.active, self.queue = active_frames, []
+        out = []
+        while len(out) < self.batch:
+            if not self.queue:
+                eligible = torch.nonzero(self.frames < active_frames).squeeze(1)
+                self.queue = eligible[torch.randperm(len(eligible), generator=self.generator)].tolist()
+            out.append(self.queue.pop())
+        return torch.tensor(out, dtype=torch.long)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state(), "queue": list(self.queue), "active": self.active}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+        self.queue, self.active = list(state["queue"]), int(state["active"])
+
+
+def make_optimizers(expert: Expert) -> tuple[dict[str, torch.optim.Optimizer], torch.optim.Optimizer | None]:
+    """One Adam per per-Gaussian tensor (the strategy edits their state when it densifies) and
+    one Adam for the shared parameters (one group each, named)."""
+    per = {name: torch.optim.Adam([{"params": [p], "lr": 0.0, "name": name}], eps=1e-15)
+           for name, p in expert.per_gaussian_params().items()}
+    shared = expert.shared_params()
+    shared_opt = None
+    if shared:
+        shared_opt = torch.optim.Adam([{"params": [p], "lr": 0.0, "name": n} for n, p in shared.items()], eps=1e-15)
+    return per, shared_opt
+
+
+def set_learning_rates(lrs: dict[str, float], per: dict, shared_opt) -> None:
+    for name, opt in per.items():
+        opt.param_groups[0]["lr"] = lrs[name]
+    if shared_opt is not None:
+        for group in shared_opt.param_groups:
+            group["lr"] = lrs[group["name"]]
+
+
+def make_strategy(expert: Expert) -> DefaultStrategy:
+    d = expert.config.train.densify
+    return DefaultStrategy(
+        prune_opa=d.prune_opacity,
+        grow_grad2d=d.grad_threshold,
+        grow_scale3d=d.grow_scale3d,
+        prune_scale3d=d.prune_scale3d,
+        refine_start_iter=d.start,
+        refine_stop_iter=d.stop if d.enabled else 0,
+        refine_every=d.every,
+        reset_every=d.reset_every if d.reset_every > 0 else 10**9,
+    )
+
+
+def render_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, background: Tensor,
+                 settings: RenderSettings | None = None, backend: str = "auto"):
+    """Render views (camera, frame) of an expert. One rasterisation per distinct time (and per
+    camera for camera-dependent experts). Returns rgb [B,H,W,3] and the render outputs."""
+    key = frames * (len(data.Ks) + 1) + (cams if getattr(expert, "camera_dependent", False) else 0)
+    order_rgb = [None] * len(cams)
+    outputs = []
+    for k in torch.unique(key).tolist():
+        sel = torch.nonzero(key == k).squeeze(1)
+        f, c = int(frames[sel[0]]), int(cams[sel[0]])
+        g = expert.gaussians_at(data.times[f], camera=c)
+        viewmats, Ks = data.camera_batch(cams[sel])
+        out = render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
+                     settings=settings)
+        outputs.append(out)
+        for j, i in enumerate(sel.tolist()):
+            order_rgb[i] = out.rgb[j]
+    return torch.stack(order_rgb), outputs
+
+
+def merged_info(outputs) -> dict:
+    """One strategy `info` for several renders of the same Gaussians in one step."""
+    grads = [o.info["means2d"].grad for o in outputs]
+    grad = torch.cat([g if g is not None else torch.zeros_like(o.info["means2d"]) for g, o in zip(grads, outputs)])
+    first = outputs[0].info
+    return {
+        "means2d": SimpleNamespace(grad=grad),
+        "radii": torch.cat([o.info["radii"] for o in outputs]),
+        "width": first["width"],
+        "height": first["height"],
+        "n_cameras": sum(int(o.info["n_cameras"]) for o in outputs),
+        "gaussian_ids": None,
+    }
+
+
+def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: Path | None = None,
+                 progress: ProgressFn | None = None, backend: str = "auto",
+                 max_steps: int | None = None) -> TrainResult:
+    """Train `expert` on the scene's training views with its config's `train` settings.
+
+    state_path: where resumable state is written every `checkpoint_every` steps; if it exists
+    the run continues from it. max_steps: stop early after this many steps of this call (the
+    state is saved, for tests of resumption). Returns a TrainResult.
+    """
+    cfg = expert.config.train
+    device = data.device
+    views = data.splits["train"]
+    torch.manual_seed(seed)  # the strategy's split draws from the global generator
+    sampler = ViewSampler(views, cfg.batch_size, cfg.same_time, seed)
+    strategy = make_strategy(expert)
+    per_opt, shared_opt = make_optimizers(expert)
+    strategy.check_sanity(expert.params, per_opt)
+    strat_state = strategy.initialize_state(scene_scale=data.extent)
+    start, elapsed_before, losses = 0, 0.0, []
+
+    if state_path is not None and Path(state_path).is_file():
+        st = torch.load(state_path, map_location="cpu", weights_only=False)
+        expert.load_checkpoint(st["expert"])
+        per_opt, shared_opt = make_optimizers(expert)
+        for name, sd in st["per_opt"].items():
+            per_opt[name].load_state_dict(sd)
+        if shared_opt is not None and st.get("shared_opt"):
+            shared_opt.load_state_dict(st["shared_opt"])
+        strat_state = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in st["strategy"].items()}
+        sampler.load_state_dict(st["sampler"])
+        torch.set_rng_state(st["rng"])
+        start, elapsed_before, losses = st["step"], st["elapsed"], st["losses"]
+
+    def save_state(step: int, elapsed: float) -> None:
+        save_torch(state_path, {
+            "step": step, "elapsed": elapsed, "losses": losses,
+            "expert": expert.checkpoint(),
+            "per_opt": {k: o.state_dict() for k, o in per_opt.items()},
+            "shared_opt": shared_opt.state_dict() if shared_opt is not None else None,
+            "strategy": {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in strat_state.items()},
+            "sampler": sampler.state_dict(),
+            "rng": torch.get_rng_state(),
+        })
+
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    fixed_bg = torch.tensor(cfg.background, dtype=torch.float32, device=device)
+    num_frames = len(data.times)
+    extent = data.extent
+    end = cfg.iterations if max_steps is None else min(cfg.iterations, start + max_steps)
+    t0 = time.perf_counter()
+    step = start
+    for step in range(start, end):
+        expert.on_step(step)
+        set_learning_rates(expert.learning_rates(step, extent), per_opt, shared_opt)
+        idx = sampler.next(expert.active_frames(step, num_frames)).to(device)
+        gt = data.image_float("train", idx)
+        bg = torch.rand(3, device=device) if cfg.random_background else fixed_bg
+        pred, outputs = render_views(expert, data, views.cams[idx], views.frames[idx], bg, backend=backend)
+        for out in outputs:
+            strategy.step_pre_backward(expert.params, per_opt, strat_state, step, out.info)
+        loss = photometric(pred, gt, cfg.ssim_lambda)
+        reg = expert.regularisation(step)
+        if reg is not None:
+            loss = loss + reg
+        loss.backward()
+        for opt in list(per_opt.values()) + ([shared_opt] if shared_opt is not None else []):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        n_before = expert.num_gaussians
+        strategy.step_post_backward(expert.params, per_opt, strat_state, step, merged_info(outputs),
+                                    packed=False)
+        d = cfg.densify
+        if d.enabled and d.reset_every > 0 and 0 < step < d.stop and step % d.reset_every == 0:
+            reset_opa(expert.params, per_opt, strat_state, value=d.prune_opacity * 2.0)
+        if expert.num_gaussians != n_before:
+            on_resize = getattr(expert, "on_densify", None)
+            if on_resize is not None:
+                on_resize()
+        losses.append(float(loss.detach()))
+        if progress is not None:
+            progress(step + 1, cfg.iterations, {"loss": losses[-1], "gaussians": expert.num_gaussians})
+        if state_path is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
+                and step + 1 < cfg.iterations:
+            save_state(step + 1, elapsed_before + time.perf_counter() - t0)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    seconds = time.perf_counter() - t0
+    done = end - start
+    if state_path is not None and end < cfg.iterations:
+        save_state(end, elapsed_before + seconds)
+    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+    return TrainResult(
+        steps=end,
+        seconds=elapsed_before + seconds,
+        iters_per_second=done / seconds if seconds > 0 else 0.0,
+        num_gaussians=expert.num_gaussians,
+        final_loss=losses[-1] if losses else float("nan"),
+        peak_memory_mb=peak,
+        resumed_from=start,
+        losses=losses,
+    )
