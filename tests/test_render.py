@@ -58,7 +58,7 @@ def test_occlusion_order_is_by_depth_not_input_order():
     back = ([0, 0, 5.0], 0.5, 0.9, [0, 0, 1.0])
     cam = camera()
     for order in ((front, back), (back, front)):
-        g = gaussians(*[list(x) for x in zip(*order)])
+        g = gaussians(*[list(x) for x in zip(*order, strict=False)])
         out = render(g, *cam, W, H)
         px = out.rgb[0, H // 2, W // 2]
         # front: alpha 0.6 red; back seen through (1 - 0.6): blue with alpha 0.9

@@ -61,7 +61,7 @@ def _read_png(path: Path) -> np.ndarray:
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
+            return np.array(im.convert("RGB"))
     except FileNotFoundError:
         raise SceneFormatError(path, None, "image file is missing") from None
     except Exception as exc:
@@ -104,7 +104,7 @@ def _load_views(scene: PreparedScene, split: str, device, width: int, height: in
     names = [c.name for c in scene.cameras]
     paths = [scene.image_path(names[c], f) for c, f in views]
     images = torch.empty(len(views), height, width, 3, dtype=torch.uint8, device=device)
-    for i, (path, img) in enumerate(zip(paths, pool.map(_read_png, paths))):
+    for i, (path, img) in enumerate(zip(paths, pool.map(_read_png, paths), strict=False)):
         if img.shape != (height, width, 3):
             raise SceneFormatError(path, None, f"image is {img.shape[1]}x{img.shape[0]}, scene.json says {width}x{height}")
         images[i] = torch.from_numpy(img).to(device)

@@ -78,7 +78,7 @@ def render(gaussians: Gaussians, viewmats: Tensor, Ks: Tensor, width: int, heigh
     router's weights) and extras_background [E] or [C,E] (None: zeros).
     """
     settings = settings or RenderSettings()
-    C, N = viewmats.shape[0], len(gaussians)
+    C, _N = viewmats.shape[0], len(gaussians)
     colors = gaussian_colors(gaussians, viewmats)  # [C,N,Dc]
     dc = colors.shape[-1]
     values, bg = colors, _per_camera(background, C, dc, colors)

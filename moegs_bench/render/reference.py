@@ -33,10 +33,18 @@ def quat_to_rotmat(quats: Tensor) -> Tensor:
     ], dim=-1).reshape(quats.shape[:-1] + (3, 3))
 
 
+def _mat_mul(a: Tensor, b: Tensor) -> Tensor:
+    """Batched small-matrix product by broadcasting: [...,i,k] x [...,k,j] -> [...,i,j].
+
+    For 2x3 and 3x3 blocks this is much faster on the CPU than bmm's per-matrix kernels.
+    """
+    return (a[..., :, :, None] * b[..., None, :, :]).sum(-2)
+
+
 def covariance(quats: Tensor, scales: Tensor) -> Tensor:
     """World covariance R S S^T R^T. quats [N,4], scales [N,3] -> [N,3,3]."""
     M = quat_to_rotmat(quats) * scales[:, None, :]
-    return M @ M.transpose(-1, -2)
+    return _mat_mul(M, M.transpose(-1, -2))
 
 
 def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
@@ -48,8 +56,8 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
     radii [N,2] int32 (0 = culled).
     """
     R, t = viewmat[:3, :3], viewmat[:3, 3]
-    mc = means @ R.T + t  # [N,3]
-    cov_c = R @ covariance(quats, scales) @ R.T  # [N,3,3]
+    mc = (means[:, None, :] * R).sum(-1) + t  # [N,3]
+    cov_c = _mat_mul(_mat_mul(R, covariance(quats, scales)), R.T)  # [N,3,3]
     x, y, z = mc.unbind(-1)
     fx, fy, cx, cy = K[0, 0], K[1, 1], K[0, 2], K[1, 2]
     tan_fovx, tan_fovy = 0.5 * width / fx, 0.5 * height / fy
@@ -65,7 +73,7 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
         torch.stack([fx * rz, zero, -fx * tx * rz * rz], -1),
         torch.stack([zero, fy * rz, -fy * ty * rz * rz], -1),
     ], dim=-2)  # [N,2,3]
-    cov2d = J @ cov_c @ J.transpose(-1, -2)
+    cov2d = _mat_mul(_mat_mul(J, cov_c), J.transpose(-1, -2))
     a = cov2d[:, 0, 0] + eps2d
     b = cov2d[:, 0, 1]
     c = cov2d[:, 1, 1] + eps2d
@@ -87,29 +95,44 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
     return means2d, conics, z, radii
 
 
-def _pixel_pairs(means2d: Tensor, radii: Tensor, width: int, height: int):
-    """Every (gaussian, pixel) pair whose pixel lies in the Gaussian's screen rectangle.
+def _pixel_pairs(means2d: Tensor, conics: Tensor, opacities: Tensor, radii: Tensor, width: int,
+                 height: int):
+    """Every (gaussian, pixel) pair that gsplat would blend: the pixel centre lies in the
+    Gaussian's screen rectangle and alpha >= 1/255 there.
 
-    Returns gaussian ids [P] and pixel x, y [P] (long). The rectangle is gsplat's
-    opacity-aware box plus one pixel: outside it alpha < 1/255, so the pair would be skipped
-    by the alpha threshold anyway, and the result does not depend on gsplat's tile size.
+    Returns gaussian ids [P] and pixel x, y [P] (long). Outside gsplat's opacity-aware
+    rectangle alpha < 1/255 anyway, so the result does not depend on gsplat's tile size.
     """
-    m = means2d.detach()
-    gid = torch.nonzero((radii > 0).all(-1)).squeeze(1)
-    r = radii[gid].to(m.dtype)
-    c = m[gid]
-    x0 = torch.floor(c[:, 0] - r[:, 0] - 1).clamp(0, width).long()
-    x1 = torch.ceil(c[:, 0] + r[:, 0] + 1).clamp(0, width).long()
-    y0 = torch.floor(c[:, 1] - r[:, 1] - 1).clamp(0, height).long()
-    y1 = torch.ceil(c[:, 1] + r[:, 1] + 1).clamp(0, height).long()
-    w = x1 - x0
-    counts = w * (y1 - y0)
-    owner = torch.repeat_interleave(torch.arange(len(gid), device=m.device), counts)
-    start = torch.cumsum(counts, 0) - counts
-    local = torch.arange(int(counts.sum()), device=m.device) - start[owner]
-    px = x0[owner] + local % w[owner]
-    py = y0[owner] + local // w[owner]
-    return gid[owner], px, py
+    with torch.no_grad():
+        m = means2d.detach()
+        gid = torch.nonzero((radii > 0).all(-1)).squeeze(1)
+        r = radii[gid].to(m.dtype)
+        c = m[gid]
+        # pixel centres j + 0.5 within [mean - r, mean + r]
+        x0 = torch.ceil(c[:, 0] - r[:, 0] - 0.5).clamp(0, width).long()
+        x1 = (torch.floor(c[:, 0] + r[:, 0] - 0.5) + 1).clamp(0, width).long()
+        y0 = torch.ceil(c[:, 1] - r[:, 1] - 0.5).clamp(0, height).long()
+        y1 = (torch.floor(c[:, 1] + r[:, 1] - 0.5) + 1).clamp(0, height).long()
+        w = (x1 - x0).clamp_min(0)
+        counts = w * (y1 - y0).clamp_min(0)
+        owner = torch.repeat_interleave(torch.arange(len(gid), device=m.device), counts)
+        start = torch.cumsum(counts, 0) - counts
+        local = torch.arange(int(counts.sum()), device=m.device) - start[owner]
+        px = x0[owner] + local % w[owner]
+        py = y0[owner] + local // w[owner]
+        g = gid[owner]
+        # drop pairs the alpha threshold would skip, before the (costly) sort
+        alpha, sigma = _alpha(m[g], conics.detach()[g], opacities.detach()[g], px, py)
+        keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
+        return g[keep], px[keep], py[keep]
+
+
+def _alpha(means2d: Tensor, conics: Tensor, opacities: Tensor, px: Tensor, py: Tensor):
+    """Per-pair alpha = min(0.999, o exp(-sigma)) and sigma, at pixel centres (+0.5)."""
+    dx = means2d[:, 0] - (px.to(means2d.dtype) + 0.5)
+    dy = means2d[:, 1] - (py.to(means2d.dtype) + 0.5)
+    sigma = 0.5 * (conics[:, 0] * dx * dx + conics[:, 2] * dy * dy) + conics[:, 1] * dx * dy
+    return torch.clamp(opacities * torch.exp(-sigma), max=0.999), sigma
 
 
 def rasterize(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, opacities: Tensor,
@@ -122,20 +145,14 @@ def rasterize(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, op
     per-pixel transmittance from a segmented cumulative sum of log(1 - alpha).
     """
     N, D = values.shape
-    g, px, py = _pixel_pairs(means2d, radii, width, height)
+    g, px, py = _pixel_pairs(means2d, conics, opacities, radii, width, height)
     pixel = py * width + px
     rank = torch.empty(N, dtype=torch.long, device=values.device)
     rank[torch.argsort(depths.detach(), stable=True)] = torch.arange(N, device=values.device)
     order = torch.argsort(pixel * N + rank[g])
     g, px, py, pixel = g[order], px[order], py[order], pixel[order]
 
-    dx = means2d[g, 0] - (px.to(values.dtype) + 0.5)
-    dy = means2d[g, 1] - (py.to(values.dtype) + 0.5)
-    con = conics[g]
-    sigma = 0.5 * (con[:, 0] * dx * dx + con[:, 2] * dy * dy) + con[:, 1] * dx * dy
-    alpha = torch.clamp(opacities[g] * torch.exp(-sigma), max=0.999)
-    keep = (sigma >= 0) & (alpha >= ALPHA_THRESHOLD)
-    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+    alpha, _ = _alpha(means2d[g], conics[g], opacities[g], px, py)  # all >= 1/255 (filtered)
 
     # segmented cumulative log-transmittance (float64 so long pixel lists stay exact)
     log_t = torch.log1p(-alpha.double())
