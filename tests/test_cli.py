@@ -34,7 +34,7 @@ def test_run_writes_results_and_prints_metrics(trained):
     runs, out = trained
     assert out.returncode == 0, out.stderr
     assert "PSNR" in out.stdout and "| static |" in out.stdout
-    assert "LPIPS unavailable" in out.stdout  # no backbone weights on a test machine
+    assert "LPIPS (alex) unavailable" in out.stdout  # no backbone weights on a test machine
     df = pd.read_csv(runs / "results.csv")
     assert set(df.columns) >= {"dataset", "scene", "method", "variant", "seed", "metric", "value"}
     row = df[(df.method == "static") & (df.metric == "psnr")]

@@ -12,6 +12,7 @@ import torch
 
 from ..config import to_dict
 from ..data.load import SceneData
+from ..errors import ConfigError
 from ..eval.evaluate import evaluate_views, expert_view_renderer
 from ..eval.metrics import LPIPSMetric, metric_notes
 from ..eval.perf import storage_mb
@@ -43,11 +44,20 @@ def scene_size(data: SceneData) -> str | None:
 
 
 def default_preset(expert: str, data: SceneData) -> str | None:
-    """Preset for an expert on a scene: by synthetic size, else the dataset's own (paper)."""
+    """Preset for an expert on a scene: by synthetic size, else the one the dataset's
+    datasets/<name>.toml names, else `paper`."""
+    from ..data.datasets import load_dataset
+
     presets = getattr(get_expert(expert), "presets", {})
     size = scene_size(data)
     if size in SIZE_PRESETS and SIZE_PRESETS[size] in presets:
         return SIZE_PRESETS[size]
+    try:
+        named = load_dataset(data.scene.dataset).presets.get(expert)
+    except ConfigError:  # a dataset without a datasets/*.toml entry
+        named = None
+    if named in presets:
+        return named
     return "paper" if "paper" in presets else None
 
 

@@ -16,8 +16,8 @@ from .scene import PreparedScene, read_scene
 
 @dataclass
 class Views:
-    """The images of one split. cams [V] and frames [V] index SceneData.cameras / times;
-    images [V,H,W,3] uint8 on the device; depth [V,H,W] and labels [V,H,W] when the scene has
+    """The images of one split. cams [V] and frames [V] (CPU, long) index the scene's cameras
+    and times; images [V,H,W,3] uint8 on the device; depth [V,H,W] and labels [V,H,W] when the scene has
     ground truth and it was requested."""
 
     cams: Tensor
@@ -49,11 +49,12 @@ class SceneData:
 
     def camera_batch(self, cams: Tensor) -> tuple[Tensor, Tensor]:
         """viewmats [B,4,4] and Ks [B,3,3] for camera indices [B]."""
+        cams = cams.to(self.device)
         return self.viewmats[cams], self.Ks[cams]
 
     def image_float(self, split: str, idx: Tensor) -> Tensor:
         """Images of views `idx` as float in [0,1]: [B,H,W,3]."""
-        return self.splits[split].images[idx].float() / 255.0
+        return self.splits[split].images[idx.to(self.device)].float() / 255.0
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -108,8 +109,8 @@ def _load_views(scene: PreparedScene, split: str, device, width: int, height: in
         if img.shape != (height, width, 3):
             raise SceneFormatError(path, None, f"image is {img.shape[1]}x{img.shape[0]}, scene.json says {width}x{height}")
         images[i] = torch.from_numpy(img).to(device)
-    out = Views(torch.tensor([c for c, _ in views], dtype=torch.long, device=device),
-                torch.tensor([f for _, f in views], dtype=torch.long, device=device), images)
+    out = Views(torch.tensor([c for c, _ in views], dtype=torch.long),
+                torch.tensor([f for _, f in views], dtype=torch.long), images)
     if with_gt and "depth" in scene.gt:
         dpaths = [scene.root / scene.gt["depth"][names[c]][f] for c, f in views]
         out.depth = torch.from_numpy(np.stack(list(pool.map(np.load, dpaths)))).float().to(device)

@@ -128,9 +128,10 @@ class PreparedScene:
 
     # -- point clouds ----------------------------------------------------------------------
     def load_points(self, which: str = "merged") -> dict[str, np.ndarray]:
-        """Point cloud arrays: "merged" (xyz, rgb, time, frame) or "frame:<f>" (xyz, rgb)."""
-        if which == "merged":
-            rel = self.points.get("merged")
+        """Point cloud arrays: "merged" (xyz, rgb, time, frame), "downsampled" (xyz, rgb) or
+        "frame:<f>" (xyz, rgb)."""
+        if which in ("merged", "downsampled"):
+            rel = self.points.get(which)
         elif which.startswith("frame:"):
             rel = self.points.get("frames", {}).get(str(int(which.split(":")[1])))
         else:

@@ -41,7 +41,7 @@ def evaluate_views(render_view: ViewRenderer, data: SceneData, split: str = "tes
         idx = list(range(start, min(start + chunk, len(views))))
         with torch.no_grad():
             preds = torch.stack([render_view(i).clamp(0, 1) for i in idx])
-        gts = data.image_float(split, torch.tensor(idx, device=data.device))
+        gts = data.image_float(split, torch.tensor(idx))
         metrics = evaluate_images(preds, gts, lpips)
         for j, i in enumerate(idx):
             cam, frame = names[int(views.cams[i])], int(views.frames[i])
@@ -57,13 +57,14 @@ def expert_view_renderer(expert, data: SceneData, split: str = "test",
                          background: tuple[float, float, float] = (0.0, 0.0, 0.0),
                          backend: str = "auto") -> ViewRenderer:
     """A ViewRenderer for one expert (its Gaussians at the view's time, one rasterisation)."""
-    from ..train.loop import render_views
+    from ..train.loop import render_expert_views
 
     views = data.splits[split]
     bg = torch.tensor(background, dtype=torch.float32, device=data.device)
 
     def render_view(i: int) -> Tensor:
-        rgb, _ = render_views(expert, data, views.cams[i:i + 1], views.frames[i:i + 1], bg, backend=backend)
+        rgb, _ = render_expert_views(expert, data, views.cams[i:i + 1], views.frames[i:i + 1], bg,
+                                     backend=backend)
         return rgb[0]
 
     return render_view

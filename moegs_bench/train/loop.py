@@ -22,6 +22,7 @@ from ..render.backend import RenderSettings, render
 from .losses import photometric
 
 ProgressFn = Callable[[int, int, dict], None]
+LOG_EVERY = 25  # steps between loss read-backs (each one waits for the device)
 
 
 @dataclass
@@ -76,12 +77,15 @@ class ViewSampler:
 def make_optimizers(expert: Expert) -> tuple[dict[str, torch.optim.Optimizer], torch.optim.Optimizer | None]:
     """One Adam per per-Gaussian tensor (the strategy edits their state when it densifies) and
     one Adam for the shared parameters (one group each, named)."""
-    per = {name: torch.optim.Adam([{"params": [p], "lr": 0.0, "name": name}], eps=1e-15)
-           for name, p in expert.per_gaussian_params().items()}
+    params = expert.per_gaussian_params()
+    fused = all(p.is_cuda for p in params.values())  # one kernel per step instead of several
+    per = {name: torch.optim.Adam([{"params": [p], "lr": 0.0, "name": name}], eps=1e-15, fused=fused)
+           for name, p in params.items()}
     shared = expert.shared_params()
     shared_opt = None
     if shared:
-        shared_opt = torch.optim.Adam([{"params": [p], "lr": 0.0, "name": n} for n, p in shared.items()], eps=1e-15)
+        shared_opt = torch.optim.Adam([{"params": [p], "lr": 0.0, "name": n} for n, p in shared.items()],
+                                      eps=1e-15, fused=fused)
     return per, shared_opt
 
 
@@ -107,22 +111,26 @@ def make_strategy(expert: Expert) -> DefaultStrategy:
     )
 
 
-def render_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, background: Tensor,
-                 settings: RenderSettings | None = None, backend: str = "auto"):
-    """Render views (camera, frame) of an expert. One rasterisation per distinct time (and per
-    camera for camera-dependent experts). Returns rgb [B,H,W,3] and the render outputs."""
-    key = frames * (len(data.Ks) + 1) + (cams if getattr(expert, "camera_dependent", False) else 0)
+def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, background: Tensor,
+                        settings: RenderSettings | None = None, backend: str = "auto"):
+    """Render views (camera, frame) of an expert; cams, frames [B] on the CPU (no device sync).
+
+    One rasterisation per distinct time (and per camera for camera-dependent experts).
+    Returns rgb [B,H,W,3] in the order of the views, and the render outputs.
+    """
+    camera_dependent = getattr(expert, "camera_dependent", False)
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i, (c, f) in enumerate(zip(cams.tolist(), frames.tolist(), strict=True)):
+        groups.setdefault((f, c if camera_dependent else -1), []).append(i)
     order_rgb = [None] * len(cams)
     outputs = []
-    for k in torch.unique(key).tolist():
-        sel = torch.nonzero(key == k).squeeze(1)
-        f, c = int(frames[sel[0]]), int(cams[sel[0]])
-        g = expert.gaussians_at(data.times[f], camera=c)
-        viewmats, Ks = data.camera_batch(cams[sel])
+    for (f, c), members in groups.items():
+        g = expert.gaussians_at(data.times[f], camera=c if c >= 0 else int(cams[members[0]]))
+        viewmats, Ks = data.camera_batch(cams[members])
         out = render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
                      settings=settings)
         outputs.append(out)
-        for j, i in enumerate(sel.tolist()):
+        for j, i in enumerate(members):
             order_rgb[i] = out.rgb[j]
     return torch.stack(order_rgb), outputs
 
@@ -130,7 +138,7 @@ def render_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, 
 def merged_info(outputs) -> dict:
     """One strategy `info` for several renders of the same Gaussians in one step."""
     grads = [o.info["means2d"].grad for o in outputs]
-    grad = torch.cat([g if g is not None else torch.zeros_like(o.info["means2d"]) for g, o in zip(grads, outputs)])
+    grad = torch.cat([g if g is not None else torch.zeros_like(o.info["means2d"]) for g, o in zip(grads, outputs, strict=False)])
     first = outputs[0].info
     return {
         "means2d": SimpleNamespace(grad=grad),
@@ -192,15 +200,15 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
     num_frames = len(data.times)
     extent = data.extent
     end = cfg.iterations if max_steps is None else min(cfg.iterations, start + max_steps)
+    pending: list[Tensor] = []
     t0 = time.perf_counter()
-    step = start
     for step in range(start, end):
         expert.on_step(step)
         set_learning_rates(expert.learning_rates(step, extent), per_opt, shared_opt)
-        idx = sampler.next(expert.active_frames(step, num_frames)).to(device)
+        idx = sampler.next(expert.active_frames(step, num_frames))
         gt = data.image_float("train", idx)
         bg = torch.rand(3, device=device) if cfg.random_background else fixed_bg
-        pred, outputs = render_views(expert, data, views.cams[idx], views.frames[idx], bg, backend=backend)
+        pred, outputs = render_expert_views(expert, data, views.cams[idx], views.frames[idx], bg, backend=backend)
         for out in outputs:
             strategy.step_pre_backward(expert.params, per_opt, strat_state, step, out.info)
         loss = photometric(pred, gt, cfg.ssim_lambda)
@@ -221,11 +229,16 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
             on_resize = getattr(expert, "on_densify", None)
             if on_resize is not None:
                 on_resize()
-        losses.append(float(loss.detach()))
-        if progress is not None:
-            progress(step + 1, cfg.iterations, {"loss": losses[-1], "gaussians": expert.num_gaussians})
+        pending.append(loss.detach())
+        if len(pending) >= LOG_EVERY or step + 1 == end:
+            losses.extend(torch.stack(pending).tolist())  # one device sync per LOG_EVERY steps
+            pending.clear()
+            if progress is not None:
+                progress(step + 1, cfg.iterations, {"loss": losses[-1], "gaussians": expert.num_gaussians})
         if state_path is not None and cfg.checkpoint_every and (step + 1) % cfg.checkpoint_every == 0 \
                 and step + 1 < cfg.iterations:
+            losses.extend(torch.stack(pending).tolist() if pending else [])
+            pending.clear()
             save_state(step + 1, elapsed_before + time.perf_counter() - t0)
     if device.type == "cuda":
         torch.cuda.synchronize(device)

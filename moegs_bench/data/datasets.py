@@ -1,0 +1,155 @@
+"""Dataset descriptions from `datasets/*.toml`: scenes, frame ranges, test cameras, resolution,
+the expert sets of the paper and per-expert preset names (docs/datasets.md).
+
+Top-level keys of a file: name, title, layout (reader), description, resolution, test_cameras,
+segment, experts, [expert_sets] (N -> expert names), [presets] (expert -> preset name) and
+[scenes.<name>] tables with optional frames ("START:END", END exclusive), test_cameras,
+drop_cameras, repairs, aliases (other folder names of the scene) and description.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError
+from .formats import parse_frame_range
+
+LAYOUTS = ("n3v", "technicolor", "hypernerf", "synthetic")
+
+
+def datasets_dir() -> Path:
+    """The `datasets/` folder of this source tree."""
+    return Path(__file__).resolve().parents[2] / "datasets"
+
+
+@dataclass(frozen=True)
+class SceneSpec:
+    """Settings of one published scene; None/empty fields fall back to the dataset's."""
+
+    name: str
+    frames: tuple[int, int] | None = None
+    test_cameras: tuple[str, ...] | None = None
+    drop_cameras: tuple[str, ...] = ()
+    repairs: tuple[dict, ...] = ()
+    aliases: tuple[str, ...] = ()
+    description: str = ""
+
+
+@dataclass(frozen=True)
+class DatasetSpec:
+    """One datasets/<name>.toml."""
+
+    name: str
+    title: str
+    layout: str
+    path: Path
+    description: str = ""
+    resolution: str = "full"
+    test_cameras: tuple[str, ...] = ()
+    segment: int = 0
+    experts: tuple[str, ...] = ()
+    expert_sets: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    presets: dict[str, str] = field(default_factory=dict)
+    scenes: dict[str, SceneSpec] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def find_scene(self, folder_name: str) -> SceneSpec | None:
+        """The published scene a folder name stands for (its name or an alias), else None."""
+        for spec in self.scenes.values():
+            if folder_name == spec.name or folder_name in spec.aliases:
+                return spec
+        return None
+
+    def scene_settings(self, folder_name: str) -> SceneSpec:
+        """Settings for a scene folder: the published scene's, or the dataset defaults (all
+        frames, the dataset's test cameras) for a folder that is not a published scene."""
+        spec = self.find_scene(folder_name) or SceneSpec(folder_name)
+        tests = spec.test_cameras if spec.test_cameras is not None else self.test_cameras
+        return SceneSpec(spec.name, spec.frames, tuple(tests), spec.drop_cameras, spec.repairs,
+                         spec.aliases, spec.description)
+
+
+def _strs(value: Any, where: str) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of strings")
+    return tuple(value)
+
+
+def _scene(name: str, obj: Any, path: Path) -> SceneSpec:
+    where = f"{path}: scenes.{name}"
+    if not isinstance(obj, dict):
+        raise ConfigError(f"{where}: expected a table")
+    known = {"frames", "test_cameras", "drop_cameras", "repairs", "aliases", "description"}
+    unknown = sorted(set(obj) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    repairs = obj.get("repairs", [])
+    if not isinstance(repairs, list) or not all(isinstance(r, dict) for r in repairs):
+        raise ConfigError(f"{where}.repairs: expected a list of tables")
+    return SceneSpec(
+        name=name,
+        frames=parse_frame_range(obj.get("frames"), f"{where}.frames"),
+        test_cameras=_strs(obj["test_cameras"], f"{where}.test_cameras") if "test_cameras" in obj else None,
+        drop_cameras=_strs(obj.get("drop_cameras", []), f"{where}.drop_cameras"),
+        repairs=tuple(repairs),
+        aliases=_strs(obj.get("aliases", []), f"{where}.aliases"),
+        description=str(obj.get("description", "")),
+    )
+
+
+def load_dataset_file(path: str | Path) -> DatasetSpec:
+    """Parse and check one dataset TOML file; ConfigError naming the file and key."""
+    path = Path(path)
+    try:
+        obj = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: dataset file is missing") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    for key in ("name", "layout"):
+        if not isinstance(obj.get(key), str):
+            raise ConfigError(f"{path}: {key}: expected a string")
+    if obj["layout"] not in LAYOUTS:
+        raise ConfigError(f"{path}: layout {obj['layout']!r} is not one of {', '.join(LAYOUTS)}")
+    segment = obj.get("segment", 0)
+    if not isinstance(segment, int) or segment < 0:
+        raise ConfigError(f"{path}: segment: expected an integer >= 0")
+    sets = obj.get("expert_sets", {})
+    try:
+        expert_sets = {int(k): _strs(v, f"{path}: expert_sets.{k}") for k, v in sets.items()}
+    except ValueError:
+        raise ConfigError(f"{path}: expert_sets: keys must be expert counts (integers)") from None
+    presets = obj.get("presets", {})
+    if not isinstance(presets, dict) or not all(isinstance(v, str) for v in presets.values()):
+        raise ConfigError(f"{path}: presets: expected expert = \"preset name\" pairs")
+    scenes = {name: _scene(name, s, path) for name, s in obj.get("scenes", {}).items()}
+    known = {"name", "title", "layout", "description", "resolution", "test_cameras", "segment",
+             "experts", "expert_sets", "presets", "scenes"}
+    return DatasetSpec(
+        name=obj["name"], title=str(obj.get("title", obj["name"])), layout=obj["layout"], path=path,
+        description=str(obj.get("description", "")), resolution=str(obj.get("resolution", "full")),
+        test_cameras=_strs(obj.get("test_cameras", []), f"{path}: test_cameras"), segment=segment,
+        experts=_strs(obj.get("experts", []), f"{path}: experts"), expert_sets=expert_sets,
+        presets=dict(presets), scenes=scenes, extra={k: v for k, v in obj.items() if k not in known},
+    )
+
+
+def list_datasets(root: str | Path | None = None) -> list[DatasetSpec]:
+    """Every datasets/*.toml, sorted by name."""
+    root = Path(root) if root is not None else datasets_dir()
+    if not root.is_dir():
+        raise ConfigError(f"{root}: datasets folder is missing")
+    return sorted((load_dataset_file(p) for p in root.glob("*.toml")), key=lambda d: d.name)
+
+
+def load_dataset(name: str, root: str | Path | None = None) -> DatasetSpec:
+    """datasets/<name>.toml; ConfigError listing the known datasets for an unknown name."""
+    root = Path(root) if root is not None else datasets_dir()
+    path = root / f"{name}.toml"
+    if not path.is_file():
+        known = sorted(p.stem for p in root.glob("*.toml"))
+        raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(known) or '(none)'}")
+    return load_dataset_file(path)
