@@ -56,6 +56,9 @@ class Expert(nn.Module, metaclass=ABCMeta):
 
     name: ClassVar[str] = "expert"
     Config: ClassVar[type] = object
+    # True when gaussians_at depends on the camera (e.g. per-camera time offsets): the loop
+    # then rasterises each view separately instead of all views of one time together
+    camera_dependent: ClassVar[bool] = False
 
     def __init__(self, config: Any):
         super().__init__()
@@ -98,6 +101,37 @@ class Expert(nn.Module, metaclass=ABCMeta):
     def active_frames(self, step: int, num_frames: int) -> int:
         """Training sees frames [0, active_frames) at `step` (progressive training)."""
         return num_frames
+
+    def decode(self, rendered: Tensor, viewmats: Tensor, Ks: Tensor, t: Tensor) -> Tensor:
+        """Turn rasterised colour channels [C,H,W,D] into RGB [C,H,W,3] (per-pixel decoders,
+        e.g. STG's feature MLP). Default: the channels already are RGB."""
+        return rendered
+
+    def make_strategy(self):
+        """The densification strategy (a gsplat Strategy). Default: gsplat's DefaultStrategy
+        with this expert's `train.densify` settings; experts with their own rules override."""
+        from gsplat.strategy import DefaultStrategy
+
+        d = self.config.train.densify
+        return DefaultStrategy(
+            prune_opa=d.prune_opacity,
+            grow_grad2d=d.grad_threshold,
+            grow_scale3d=d.grow_scale3d,
+            prune_scale3d=d.prune_scale3d,
+            refine_start_iter=d.start,
+            refine_stop_iter=d.stop if d.enabled else 0,
+            refine_every=d.every,
+            reset_every=d.reset_every if d.reset_every > 0 else 10**9,
+        )
+
+    def after_step(self, step: int, ctx) -> None:
+        """Called once per step after the optimisers and the strategy ran, with a
+        `train.loop.StepContext` (optimisers, strategy state, renders, images). Experts that
+        add, convert or re-initialise Gaussians outside the strategy do it here, keeping
+        optimiser state aligned (see `train.densify`)."""
+
+    def on_densify(self) -> None:
+        """Called after the number of Gaussians changed (caches keyed by N, neighbour lists)."""
 
     # -- persistence ------------------------------------------------------------------------------
     def checkpoint(self) -> dict:

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
 
 from ..config import merge
 from ..errors import ConfigError
 
 EXPERTS: dict[str, type] = {}
 
-# modules that register experts when imported (one line per new expert)
-_MODULES = ("moegs_bench.experts.static",)
+# every module of this package that is not infrastructure defines (and registers) experts,
+# so a new expert is one new file
+_NOT_EXPERTS = {"base", "common", "registry"}
 
 # MoE-GS §4.1: N=2 {Ex4DGS, STG}; N=3 + E-D3DGS; N=4 + 4DGaussians
 EXPERT_SETS: dict[int, tuple[str, ...]] = {
@@ -26,8 +28,10 @@ def register_expert(cls):
 
 
 def _load_all() -> None:
-    for mod in _MODULES:
-        importlib.import_module(mod)
+    package = importlib.import_module(__package__)
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name not in _NOT_EXPERTS and not info.name.startswith("_"):
+            importlib.import_module(f"{__package__}.{info.name}")
 
 
 def get_expert(name: str) -> type:

@@ -11,7 +11,6 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import torch
-from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
@@ -97,18 +96,22 @@ def set_learning_rates(lrs: dict[str, float], per: dict, shared_opt) -> None:
             group["lr"] = lrs[group["name"]]
 
 
-def make_strategy(expert: Expert) -> DefaultStrategy:
-    d = expert.config.train.densify
-    return DefaultStrategy(
-        prune_opa=d.prune_opacity,
-        grow_grad2d=d.grad_threshold,
-        grow_scale3d=d.grow_scale3d,
-        prune_scale3d=d.prune_scale3d,
-        refine_start_iter=d.start,
-        refine_stop_iter=d.stop if d.enabled else 0,
-        refine_every=d.every,
-        reset_every=d.reset_every if d.reset_every > 0 else 10**9,
-    )
+@dataclass
+class StepContext:
+    """What `Expert.after_step` may use: optimisers (per-Gaussian dict and shared), the
+    strategy and its state, the step's renders, predictions [B,H,W,3], ground truth
+    [B,H,W,3], the views (camera and frame indices [B], CPU) and the scene."""
+
+    data: SceneData
+    per_opt: dict
+    shared_opt: torch.optim.Optimizer | None
+    strategy: object
+    strategy_state: dict
+    outputs: list
+    pred: Tensor
+    gt: Tensor
+    cams: Tensor
+    frames: Tensor
 
 
 def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, background: Tensor,
@@ -118,7 +121,7 @@ def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: T
     One rasterisation per distinct time (and per camera for camera-dependent experts).
     Returns rgb [B,H,W,3] in the order of the views, and the render outputs.
     """
-    camera_dependent = getattr(expert, "camera_dependent", False)
+    camera_dependent = expert.camera_dependent
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (c, f) in enumerate(zip(cams.tolist(), frames.tolist(), strict=True)):
         groups.setdefault((f, c if camera_dependent else -1), []).append(i)
@@ -130,8 +133,9 @@ def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: T
         out = render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
                      settings=settings)
         outputs.append(out)
+        rgb = expert.decode(out.rgb, viewmats, Ks, data.times[f])
         for j, i in enumerate(members):
-            order_rgb[i] = out.rgb[j]
+            order_rgb[i] = rgb[j]
     return torch.stack(order_rgb), outputs
 
 
@@ -164,7 +168,7 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
     views = data.splits["train"]
     torch.manual_seed(seed)  # the strategy's split draws from the global generator
     sampler = ViewSampler(views, cfg.batch_size, cfg.same_time, seed)
-    strategy = make_strategy(expert)
+    strategy = expert.make_strategy()
     per_opt, shared_opt = make_optimizers(expert)
     strategy.check_sanity(expert.params, per_opt)
     strat_state = strategy.initialize_state(scene_scale=data.extent)
@@ -225,10 +229,10 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
         d = cfg.densify
         if d.enabled and d.reset_every > 0 and 0 < step < d.stop and step % d.reset_every == 0:
             reset_opa(expert.params, per_opt, strat_state, value=d.prune_opacity * 2.0)
+        expert.after_step(step, StepContext(data, per_opt, shared_opt, strategy, strat_state, outputs, pred,
+                                            gt, views.cams[idx], views.frames[idx]))
         if expert.num_gaussians != n_before:
-            on_resize = getattr(expert, "on_densify", None)
-            if on_resize is not None:
-                on_resize()
+            expert.on_densify()
         pending.append(loss.detach())
         if len(pending) >= LOG_EVERY or step + 1 == end:
             losses.extend(torch.stack(pending).tolist())  # one device sync per LOG_EVERY steps
