@@ -130,7 +130,7 @@ def _with_run_options(fn):
 
 def _run_experts(names, scene, rig, size, seed, preset, overrides, force, runs_dir, data_dir, device,
                  lpips_net, lpips_weights):
-    from .bench.harness import lpips_metric, run_expert
+    from .bench.harness import lpips_metric, run_labeled_expert
     from .bench.store import RunStore, write_results_table
     from .config import overrides_to_dict
     from .data.load import load_scene
@@ -144,9 +144,9 @@ def _run_experts(names, scene, rig, size, seed, preset, overrides, force, runs_d
     results = []
     with _progress() as bar:
         for name in names:
-            results.append(run_expert(name, data, store, seed=seed, preset=preset,
-                                      overrides=overrides_to_dict(list(overrides)), force=force,
-                                      lpips=lpips, progress=bar))
+            results.append(run_labeled_expert(name, data, store, seed=seed, preset=preset,
+                                              overrides=overrides_to_dict(list(overrides)), force=force,
+                                              lpips=lpips, progress=bar))
     write_results_table(runs_dir)
     return data, results, lpips
 
@@ -168,19 +168,61 @@ def _print_results(data, results, lpips) -> None:
         click.echo(f"\n{lpips.reason}")
 
 
+def _run_routers(data, results, lpips, routers, router_preset, router_overrides, seed, force, runs_dir):
+    """Stage 2 over the trained experts; prints the mixture table."""
+    from .bench.harness import run_moe
+    from .bench.store import RunStore, write_results_table
+    from .config import overrides_to_dict
+
+    with _progress() as bar:
+        moe = run_moe(results, data, RunStore(runs_dir), routers, seed=seed, router_preset=router_preset,
+                      router_overrides=overrides_to_dict(list(router_overrides)), force=force, lpips=lpips,
+                      progress=bar)
+    write_results_table(runs_dir)
+    best = max(results, key=lambda r: r.metrics["psnr"])
+    header = "| method | PSNR | SSIM | LPIPS | oracle gain share | router train s | run |"
+    click.echo(f"\nmixture of {', '.join(sorted(r.name for r in results))} (best expert: {best.name}, "
+               f"PSNR {best.metrics['psnr']:.2f})")
+    click.echo(header)
+    click.echo("|" + "---|" * (header.count("|") - 1))
+    for r in moe:
+        m = r.metrics
+        lp = f"{m['lpips']:.3f}" if "lpips" in m else "n/a"
+        share = f"{m['oracle_gain_share']:.2f}" if "oracle_gain_share" in m else "n/a"
+        train_s = f"{r.train_seconds:.1f}" if r.method.startswith("moe-") else "-"
+        click.echo(f"| {r.method} | {m['psnr']:.2f} | {m['ssim']:.4f} | {lp} | {share} | {train_s} "
+                   f"| {'reused' if r.reused else 'computed'} |")
+    experts_s = sum(r.run.load_timings().get("train", 0.0) for r in results)
+    routers_s = sum(r.train_seconds for r in moe if r.method.startswith("moe-"))
+    click.echo(f"\nrouter training {routers_s:.1f} s (all routers) vs experts' training {experts_s:.1f} s; "
+               f"gate maps and expert renders: {moe[0].run.dir.parent.parent}")
+
+
 # -- commands ----------------------------------------------------------------------------------------
 @cli.command()
 @click.option("--experts", "experts", default=None,
-              help="Comma-separated experts or a paper set size 2/3/4 (default: all available).")
+              help="Comma-separated experts, `name@preset` for one expert in a named preset "
+                   "(e.g. static@tiny,static@small), or a paper set size 2/3/4 (default: all available).")
+@click.option("--router", "router", default="none", show_default=True,
+              help="Stage 2 over the experts: vapr, pixel, volume, all or none (comma-separated allowed).")
+@click.option("--router-preset", default=None, help="Router preset: paper, fast, tiny, technicolor, authors "
+              "(default: by the scene's synthetic size, else paper).")
+@click.option("--router-set", "router_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a router setting, e.g. --router-set iterations=200 (repeatable).")
 @_with_run_options
-def run(experts, **kw):
-    """Prepare (or reuse) a scene, train the experts (or reuse stored runs), evaluate, store
-    results and print a table."""
-    from .experts.registry import available_experts, resolve_expert_list
+def run(experts, router, router_preset, router_overrides, **kw):
+    """Prepare (or reuse) a scene, train the experts (or reuse stored runs), optionally train
+    routers over them, evaluate, store results and print tables."""
+    from .bench.harness import default_router_preset, resolve_expert_specs, resolve_routers
+    from .experts.registry import available_experts
 
-    names = resolve_expert_list(experts) if experts else available_experts()
+    routers = resolve_routers(router)
+    names = resolve_expert_specs(experts) if experts else available_experts()
     data, results, lpips = _run_experts(names, **kw)
     _print_results(data, results, lpips)
+    if routers:
+        _run_routers(data, results, lpips, routers, router_preset or default_router_preset(data),
+                     router_overrides, kw["seed"], kw["force"], kw["runs_dir"])
     click.echo(f"\nresults: {kw['runs_dir'] / 'results.csv'}")
 
 
@@ -202,15 +244,22 @@ def train(expert, **kw):
               type=click.Choice(["markdown", "csv", "latex"]))
 @click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path))
 @click.option("--dataset", default=None, help="Only rows of this dataset.")
+@click.option("--paper-table", default=None, type=int, help="With --table paper: which of the paper's tables (1-13).")
 @click.option("--list", "list_tables", is_flag=True, help="List the tables and exit.")
-def report(table, fmt, runs_dir, dataset, list_tables):
-    """Print a table built from the stored results."""
+def report(table, fmt, runs_dir, dataset, paper_table, list_tables):
+    """Print a table built from the stored results (or, with --table paper, a published one)."""
     from .bench.store import notes, results
     from .report.tables import TABLES, build_table, format_table
 
     if list_tables:
         for spec in TABLES.values():
             click.echo(f"{spec.name:20s} {spec.description}")
+        return
+    if table == "paper":  # the paper's own numbers: no run store needed
+        opts = {"paper_table": paper_table or 1}
+        if dataset:
+            opts["dataset"] = dataset
+        click.echo(format_table(build_table("paper", _empty_results(), **opts), fmt))
         return
     if not Path(runs_dir).is_dir():
         raise ConfigError(f"--runs {runs_dir}: no such run store (run `moegs-bench run` first)")
@@ -225,6 +274,14 @@ def report(table, fmt, runs_dir, dataset, list_tables):
     else:
         raise ConfigError(f"--dataset: the store holds several datasets ({', '.join(sorted(df['dataset'].unique()))}); name one")
     click.echo(format_table(build_table(table, df, **opts), fmt))
+
+
+def _empty_results():
+    import pandas as pd
+
+    from .bench.store import RESULT_COLUMNS
+
+    return pd.DataFrame(columns=RESULT_COLUMNS)
 
 
 def _register_prepare() -> None:

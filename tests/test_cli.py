@@ -95,3 +95,9 @@ def test_unknown_options_fail_clearly(tiny_scene_dir, tmp_path):
     assert out.returncode == 2 and "--scene" in out.stderr
     out = cli("report", "--runs", tmp_path / "empty")
     assert out.returncode == 2 and "--runs" in out.stderr
+
+
+def test_report_paper_table_needs_no_runs(tmp_path):
+    out = cli("report", "--table", "paper", "--paper-table", "4", "--runs", tmp_path / "none")
+    assert out.returncode == 0, out.stderr
+    assert "33.23" in out.stdout and "0.954" in out.stdout

@@ -20,10 +20,22 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.datasets import load_dataset
 from ..errors import ConfigError
+from . import leaderboard as lb
 
 TIDY_COLUMNS = ["dataset", "scene", "method", "variant", "seed", "metric", "value"]
-METRIC_LABELS = {"psnr": "PSNR", "ssim": "SSIM", "lpips": "LPIPS"}
+METRIC_LABELS = {
+    "psnr": "PSNR",
+    "ssim": "SSIM",
+    "lpips": "LPIPS",
+    "fps": "FPS",
+    "memory_mb": "Memory (MB)",
+    "train_hours": "Training (h)",
+    "psnr_min": "PSNR min",
+    "psnr_max": "PSNR max",
+    "psnr_mean": "PSNR mean",
+}
 DEFAULT_FLOATFMT = {"psnr": 2, "ssim": 3, "lpips": 3}  # the paper's precision (Tables 8, 9)
 DASH = {"markdown": "—", "latex": "--", "csv": "n/a"}
 AVERAGE = "Average"
@@ -190,10 +202,16 @@ def main_table(
     methods: Sequence[str] | None = None,
     notes: pd.DataFrame | None = None,
     average: bool = True,
+    paper: bool | str = True,
 ) -> pd.DataFrame:
     """Rows: method labels. Columns (scene, metric, stat) with stat "mean"/"std" over seeds,
     plus ("Average", metric, stat) over scenes. Missing values are NaN and explained in
-    `attrs["footnotes"]` (reasons from the run notes, see `bench.store.notes`)."""
+    `attrs["footnotes"]` (reasons from the run notes, see `bench.store.notes`).
+    On a paper dataset (n3v, technicolor, hypernerf) each method is followed by the paper's
+    published row "<label> (paper)" where the paper has one; `paper="all"` adds the paper's
+    other methods too, `paper=False` shows ours only."""
+    if paper not in (True, False, "all"):
+        raise ConfigError(f"table main: paper must be true, false or 'all'; got {paper!r}")
     rows = _labelled(_select_dataset(df, dataset, "main"))
     metrics = [m.lower() for m in metrics]
     scene_list = _ordered(rows["scene"], scenes, "scenes", "main")
@@ -232,6 +250,10 @@ def main_table(
     table.attrs["footnotes"] = _main_footnotes(
         stats, missing_metric, no_run, notes, dataset, labels, average and partial
     )
+    present = rows["dataset"].astype(str).unique()
+    ds = dataset if dataset is not None else (str(present[0]) if len(present) == 1 else None)
+    if paper and ds in lb.MAIN_SOURCES:
+        table = _add_paper_rows(table, rows, ds, metrics, scene_list, average, paper == "all")
     return table
 
 
@@ -259,6 +281,297 @@ def _main_footnotes(
     if partial_average:
         out.append(f"{AVERAGE} is left blank where a method lacks a value for some scene.")
     return out
+
+
+PAPER_ROW = "(paper)"
+DATASET_TITLES = {"n3v": "N3V", "technicolor": "Technicolor", "hypernerf": "HyperNeRF"}
+
+
+def _paper_match(ref: pd.DataFrame, dataset: str, method: str, variant: str) -> pd.DataFrame:
+    """The paper's rows of `method` whose variant is ours (see `leaderboard.variant_matches`)."""
+    sub = ref[ref["method"] == method]
+    hits = [v for v in dict.fromkeys(sub["variant"]) if lb.variant_matches(dataset, v, variant)]
+    return sub[sub["variant"] == hits[0]] if hits else sub.iloc[0:0]
+
+
+def _paper_values(
+    ref_rows: pd.DataFrame,
+    columns: pd.MultiIndex,
+    metrics: list[str],
+    scene_list: list[str],
+    all_scenes: set[str],
+    average: bool,
+) -> tuple[pd.Series, bool]:
+    """One paper row over the main table's columns: the published per-scene values; the
+    published average when the shown scenes are all of the dataset's, else the mean of the
+    published per-scene values over the shown scenes (second output True when so computed)."""
+    out = pd.Series(np.nan, index=columns)
+    computed = False
+    for m in metrics:
+        sub = ref_rows[ref_rows["metric"] == m]
+        per_scene = dict(zip(sub["scene"], sub["value"], strict=True))
+        for s in scene_list:
+            if s in per_scene:
+                out[(s, metric_label(m), "mean")] = per_scene[s]
+        if not average:
+            continue
+        if set(scene_list) == all_scenes and lb.AVERAGE_SCENE in per_scene:
+            out[(AVERAGE, metric_label(m), "mean")] = per_scene[lb.AVERAGE_SCENE]
+        elif scene_list and all(s in per_scene for s in scene_list):
+            out[(AVERAGE, metric_label(m), "mean")] = float(
+                np.mean([per_scene[s] for s in scene_list])
+            )
+            computed = True
+    return out, computed
+
+
+def _add_paper_rows(
+    table: pd.DataFrame,
+    rows: pd.DataFrame,
+    dataset: str,
+    metrics: list[str],
+    scene_list: list[str],
+    average: bool,
+    all_methods: bool,
+) -> pd.DataFrame:
+    """`table` with the paper's row "<label> (paper)" after each method the paper reports (and,
+    with `all_methods`, the paper's other methods at the end); footnotes say where from."""
+    ref = lb.main_reference(dataset)
+    ref = ref[ref["metric"].isin(metrics)]
+    all_scenes = set(load_dataset(dataset).scenes)
+    pairs = dict(
+        zip(rows["label"], zip(rows["method"], rows["variant"], strict=True), strict=False)
+    )
+    picked: list[tuple[str | None, str, pd.DataFrame]] = []  # (our label, paper label, rows)
+    used: set[tuple[str, str]] = set()
+    for label in table.index:
+        method, variant = pairs[label]
+        hit = _paper_match(ref, dataset, str(method), str(variant))
+        if len(hit):
+            used.add((str(method), str(hit["variant"].iloc[0])))
+            picked.append((label, f"{label} {PAPER_ROW}", hit))
+    if all_methods:
+        for (method, variant), hit in ref.groupby(["method", "variant"], sort=False):
+            if (method, variant) not in used:
+                picked.append((None, f"{run_label(method, variant)} {PAPER_ROW}", hit))
+
+    extra: dict[str, pd.Series] = {}
+    after: dict[str, str] = {}
+    computed, sources, marks = False, {}, {}
+    for ours, plabel, hit in picked:
+        values, was_computed = _paper_values(
+            hit, table.columns, metrics, scene_list, all_scenes, average
+        )
+        if values.notna().any():
+            extra[plabel] = values
+            computed |= was_computed
+            if ours is not None:
+                after[ours] = plabel
+            for m, t in zip(hit["metric"], hit["table"], strict=True):
+                sources.setdefault(m, set()).add(int(t))
+            for note in dict.fromkeys(n for n in hit["note"] if n):
+                marks.setdefault(note, []).append(plabel)
+    if not extra:
+        return table
+    order = [x for label in table.index for x in (label, after.get(label)) if x is not None]
+    order += [p for p in extra if p not in order]
+    out = pd.concat([table, pd.DataFrame.from_dict(extra, orient="index")]).loc[order]
+    out.columns = table.columns
+    out.index.name = table.index.name
+    out.attrs = dict(table.attrs)
+    out.attrs["footnotes"] = list(table.attrs["footnotes"]) + _paper_footnotes(
+        dataset, sources, marks, computed
+    )
+    return out
+
+
+def _source_text(sources: dict[str, set[int]]) -> str:
+    """E.g. "PSNR: Table 1; SSIM, LPIPS: Table 8"."""
+    by_tables: dict[tuple[int, ...], list[str]] = {}
+    for m, tabs in sources.items():
+        by_tables.setdefault(tuple(sorted(tabs)), []).append(metric_label(m))
+    parts = []
+    for tabs, names in by_tables.items():
+        label = "Table" if len(tabs) == 1 else "Tables"
+        parts.append(f"{', '.join(names)}: {label} {', '.join(str(t) for t in tabs)}")
+    return "; ".join(parts)
+
+
+def _paper_footnotes(
+    dataset: str, sources: dict[str, set[int]], marks: dict[str, list[str]], computed: bool
+) -> list[str]:
+    out = [
+        f"Rows marked {PAPER_ROW}: values published in the MoE-GS paper on "
+        f"{DATASET_TITLES[dataset]} ({_source_text(sources)}), measured on {lb.PAPER_GPU}; "
+        "a dash there means the paper prints no such value."
+    ]
+    out += [f"{', '.join(labels)}: {note}" for note, labels in marks.items()]
+    if computed:
+        out.append(
+            f"{AVERAGE} of a {PAPER_ROW} row over a subset of scenes (or where the paper prints "
+            "none): the mean of the paper's per-scene values over the shown scenes."
+        )
+    return out
+
+
+# -- router ablation (paper Table 4) --------------------------------------------------------------
+ROUTER_LABELS = {
+    "moe-pixel": "Pixel Router",
+    "moe-volume": "Volume Router",
+    "moe-vapr": "Volume-aware Pixel Router",
+}
+BASELINE_LABELS = {
+    "uniform-average": "Uniform average",
+    "oracle-pixel": "Oracle (per pixel)",
+    "oracle-image": "Oracle (per image)",
+}
+ROUTER_PAPER_TABLE = 4
+
+
+def _scene_average_row(
+    rows: pd.DataFrame, label: str, metrics: list[str], scenes: list[str], columns: pd.Index
+) -> pd.Series:
+    """Mean over `scenes` of the per-scene means over seeds, and its std over seeds (NaN when a
+    scene is missing, resp. with fewer than two seeds covering every scene)."""
+    per_seed = _seed_means(rows)
+    out = pd.Series(np.nan, index=columns)
+    for m in metrics:
+        sub = per_seed[(per_seed["label"] == label) & (per_seed["metric"] == m)]
+        scene_means = sub.groupby("scene")["value"].mean().to_dict()
+        mean, std = _average_stats(per_seed, label, m, scenes, scene_means)
+        out[(metric_label(m), "mean")] = mean
+        out[(metric_label(m), "std")] = std
+    return out
+
+
+@register_table(
+    "router-ablation",
+    "Pixel, Volume and Volume-aware Pixel Router, averaged over scenes (paper Table 4)",
+)
+def router_ablation_table(
+    df: pd.DataFrame,
+    dataset: str | None = None,
+    metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
+    variants: Sequence[str] | None = None,
+    baselines: bool = True,
+    paper: bool = True,
+    notes: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """Rows: the routers (methods moe-pixel, moe-volume, moe-vapr), then with `baselines` the
+    blends uniform-average, oracle-pixel, oracle-image where present, one block per variant
+    (expert set, "a+b+c"; the variant is shown when there are several); with `paper`, the
+    paper's Table 4 rows "<router> (paper, N3V)". Columns: (metric, stat), the mean over the
+    block's scenes of the per-scene mean over seeds, and its std over seeds. `notes` (the
+    `bench.store.notes` frame) explains missing metrics in the footnotes."""
+    metrics = [m.lower() for m in metrics]
+    names = {**ROUTER_LABELS, **(BASELINE_LABELS if baselines else {})}
+    rows = _labelled(_select_dataset(df, dataset, "router-ablation"))
+    rows = rows[rows["method"].isin(list(names)) & rows["metric"].isin(metrics)]
+    if len(rows) == 0 and not paper:
+        raise ConfigError(
+            f"table router-ablation: no results for methods {', '.join(ROUTER_LABELS)}"
+        )
+    variant_list = _ordered(rows["variant"].astype(str), variants, "variants", "router-ablation")
+    columns = pd.MultiIndex.from_product(
+        [[metric_label(m) for m in metrics], ["mean", "std"]], names=["metric", STAT]
+    )
+    out: dict[str, pd.Series] = {}
+    footnotes, gaps = [], []
+    for v in variant_list:
+        block = rows[rows["variant"] == v]
+        routers = block[block["method"].isin(list(ROUTER_LABELS))]
+        scenes = list(dict.fromkeys((routers if len(routers) else block)["scene"]))
+        which = "" if len(variant_list) == 1 else f"{v}: "
+        footnotes.append(
+            f"{which}averaged over {len(scenes)} scene(s) ({', '.join(scenes)}): the mean over "
+            "scenes of the per-scene mean over seeds; ± is the std over seeds."
+        )
+        for method, name in names.items():
+            sub = block[block["method"] == method]
+            if len(sub) == 0:
+                continue
+            label = name if len(variant_list) == 1 else f"{name} ({v})"
+            out[label] = _scene_average_row(sub, run_label(method, v), metrics, scenes, columns)
+            for m in metrics:
+                if math.isnan(out[label][(metric_label(m), "mean")]):
+                    why = _note_text(notes, dataset, m, [run_label(method, v)])
+                    reason = "; ".join(why) or "no value for some of the block's scenes"
+                    gaps.append(f"{label}: {metric_label(m)} blank ({reason}).")
+    footnotes += gaps
+    if paper:
+        ref = lb.load_paper(table=ROUTER_PAPER_TABLE)
+        where = ", ".join(DATASET_TITLES[d] for d in dict.fromkeys(ref["dataset"]))
+        for method, name in ROUTER_LABELS.items():
+            hit = ref[(ref["method"] == method) & (ref["scene"] == lb.AVERAGE_SCENE)]
+            values = pd.Series(np.nan, index=columns)
+            for m, val in zip(hit["metric"], hit["value"], strict=True):
+                if m in metrics:
+                    values[(metric_label(m), "mean")] = val
+            out[f"{name} (paper, {where})"] = values
+        marks = "; ".join(dict.fromkeys(n for n in ref["note"] if n))
+        footnotes.append(
+            f"Rows (paper, {where}): the MoE-GS paper's Table {ROUTER_PAPER_TABLE}, measured on "
+            f"{lb.PAPER_GPU}" + (f" ({marks})." if marks else ".")
+        )
+    table = pd.DataFrame.from_dict(out, orient="index")
+    table = table.reindex(columns=columns) if len(table) else pd.DataFrame(columns=columns)
+    table.index.name = "router"
+    table.attrs["footnotes"] = footnotes
+    return table
+
+
+# -- one published table ---------------------------------------------------------------------------
+@register_table("paper", "One of the paper's published tables (option paper_table=1..13)")
+def paper_table(df: pd.DataFrame, paper_table: int = 1, dataset: str | None = None) -> pd.DataFrame:
+    """The paper's Table `paper_table` as printed (leaderboards/paper); `df` (our results) is not
+    used. Rows: method labels ("stg †" where the paper marks the row); columns (scene, metric)
+    when the table has several scenes, else metric. attrs["floatfmt"] keeps the printed decimals."""
+    try:
+        number = int(paper_table)
+    except (TypeError, ValueError):
+        raise ConfigError(
+            f"table paper: paper_table must be a table number; got {paper_table!r}"
+        ) from None
+    ref = lb.load_paper(table=number)
+    if dataset is not None:
+        ref = ref[ref["dataset"] == dataset]
+        if len(ref) == 0:
+            raise ConfigError(f"table paper: Table {number} has no values for dataset {dataset!r}")
+    ref = ref.assign(
+        label=[
+            (run_label(m, v) + (f" {lb.paper_mark(n)}" if lb.paper_mark(n) else ""))
+            for m, v, n in zip(ref["method"], ref["variant"], ref["note"], strict=True)
+        ],
+        scene=[AVERAGE if s == lb.AVERAGE_SCENE else s for s in ref["scene"]],
+        mlabel=[metric_label(m) for m in ref["metric"]],
+    )
+    labels = list(dict.fromkeys(ref["label"]))
+    scenes = list(dict.fromkeys(ref["scene"]))
+    order = sorted(dict.fromkeys(ref["metric"]), key=lb.PAPER_METRICS.index)
+    mlabels = [metric_label(m) for m in order]
+    if len(scenes) > 1:
+        wide = ref.pivot_table(index="label", columns=["scene", "mlabel"], values="value")
+        cols = [(s, m) for s in scenes for m in mlabels if (s, m) in wide.columns]
+        table = wide.reindex(index=labels, columns=pd.MultiIndex.from_tuples(cols))
+        table.columns.names = ["scene", "metric"]
+    else:
+        wide = ref.pivot_table(index="label", columns="mlabel", values="value")
+        table = wide.reindex(index=labels, columns=mlabels)
+        table.columns.name = "metric"
+    table.index.name = "method"
+    datasets = ", ".join(DATASET_TITLES[d] for d in dict.fromkeys(ref["dataset"]))
+    table.attrs["title"] = f"Paper Table {number}: {lb.PAPER_TABLES.get(number, '')} ({datasets})"
+    table.attrs["floatfmt"] = {
+        metric_label(m).lower(): max(lb.printed_decimals(p) for p in grp["printed"])
+        for m, grp in ref.groupby("metric", sort=False)
+    }
+    notes = list(dict.fromkeys(part for n in ref["note"] if n for part in n.split("; ")))
+    table.attrs["footnotes"] = [
+        f"Published values of the MoE-GS paper, Table {number}, as printed; measured on "
+        f"{lb.PAPER_GPU}.",
+        *notes,
+    ]
+    return table
 
 
 @register_table(
@@ -372,7 +685,10 @@ def format_table(
     (default PSNR 2, SSIM/LPIPS 3). Footnotes come from `table.attrs["footnotes"]`."""
     if fmt not in DASH:
         raise ConfigError(f"unknown table format {fmt!r}; valid formats: {', '.join(DASH)}")
-    cols = _columns(table, {**DEFAULT_FLOATFMT, **(floatfmt or {})})
+    # a builder may fix decimals in attrs["floatfmt"] (e.g. the paper's printed precision)
+    cols = _columns(
+        table, {**DEFAULT_FLOATFMT, **table.attrs.get("floatfmt", {}), **(floatfmt or {})}
+    )
     index_names, index_rows = _index_parts(table)
     footnotes = [str(f) for f in table.attrs.get("footnotes", [])]
     render = {"markdown": _markdown, "csv": _csv, "latex": _latex}[fmt]
