@@ -72,7 +72,8 @@ def _progress():
 
 
 def _default_size(device) -> str:
-    return "full" if device.type == "cuda" else "small"
+    """`full` with CUDA; `tiny` on CPU, where every expert and router must train in minutes."""
+    return "full" if device.type == "cuda" else "tiny"
 
 
 def _resolve_scene(scene: str, rig: str, size: str | None, seed: int, data_dir: Path, device) -> Path:
@@ -105,11 +106,12 @@ _common_run_options = [
                  help="Prepared scene folder, or a synthetic scene name (generated on first use)."),
     click.option("--rig", default="n3v", show_default=True, help="Camera rig of a synthetic scene."),
     click.option("--size", default=None, help="Synthetic size: tiny, small or full "
-                 "(default: small on CPU, full with CUDA)."),
+                 "(default: tiny on CPU, full with CUDA)."),
     click.option("--seed", default=0, show_default=True, type=int, help="Training (and synthetic) seed."),
     click.option("--preset", default=None, help="Expert preset (default: the one for the scene's size/dataset)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-                 help="Override an expert setting, e.g. --set train.iterations=500 (repeatable)."),
+                 help="Override an expert setting, e.g. --set train.iterations=500 (repeatable); "
+                      "LABEL:KEY=VALUE sets it for one expert only, e.g. --set static@small:sh_degree=0."),
     click.option("--force", is_flag=True, help="Retrain even if an identical run is stored."),
     click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
                  help="Run store folder."),
@@ -130,7 +132,7 @@ def _with_run_options(fn):
 
 def _run_experts(names, scene, rig, size, seed, preset, overrides, force, runs_dir, data_dir, device,
                  lpips_net, lpips_weights):
-    from .bench.harness import lpips_metric, run_labeled_expert
+    from .bench.harness import expert_overrides, lpips_metric, run_labeled_expert
     from .bench.store import RunStore, write_results_table
     from .config import overrides_to_dict
     from .data.load import load_scene
@@ -138,14 +140,15 @@ def _run_experts(names, scene, rig, size, seed, preset, overrides, force, runs_d
 
     dev = resolve_device(device)
     root = _resolve_scene(scene, rig, size, seed, data_dir or runs_dir / "scenes", dev)
-    data = load_scene(root, dev)
+    data = load_scene(root, dev, with_gt=True)
     store = RunStore(runs_dir)
     lpips = lpips_metric(lpips_net, lpips_weights, dev)
     results = []
     with _progress() as bar:
         for name in names:
             results.append(run_labeled_expert(name, data, store, seed=seed, preset=preset,
-                                              overrides=overrides_to_dict(list(overrides)), force=force,
+                                              overrides=overrides_to_dict(expert_overrides(name, overrides, names)),
+                                              force=force,
                                               lpips=lpips, progress=bar))
     write_results_table(runs_dir)
     return data, results, lpips

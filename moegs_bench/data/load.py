@@ -81,8 +81,9 @@ def load_scene(root: str | Path | PreparedScene, device: torch.device,
                workers: int = 4) -> SceneData:
     """Read (and validate) a prepared scene and load the images of `splits` onto `device`.
 
-    All images must have one size (every dataset here has one per scene). Ground-truth depth
-    and labels are loaded for the requested splits when `with_gt` and present.
+    All images must have one size (every dataset here has one per scene). With `with_gt`,
+    ground-truth depth and labels (where the scene has them) are loaded for the test split
+    (evaluation needs them there; training never reads them).
     """
     scene = root if isinstance(root, PreparedScene) else read_scene(root)
     sizes = {(c.width, c.height) for c in scene.cameras}
@@ -95,7 +96,8 @@ def load_scene(root: str | Path | PreparedScene, device: torch.device,
                      width, height)
     with ThreadPoolExecutor(max_workers=workers) as pool:
         for split in splits:
-            data.splits[split] = _load_views(scene, split, device, width, height, with_gt, pool)
+            data.splits[split] = _load_views(scene, split, device, width, height,
+                                             with_gt and split == "test", pool)
     return data
 
 

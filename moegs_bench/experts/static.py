@@ -33,8 +33,8 @@ PRESETS: dict[str, dict] = {
     "fast": {"train": {"iterations": 7000, "densify": {"stop": 5000, "reset_every": 3000}}},
     # CPU demo scale (synthetic `small`)
     "small": {"sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000,
-              "train": {"iterations": 1500, "checkpoint_every": 500,
-                        "densify": {"start": 200, "stop": 1200, "every": 100, "reset_every": 0}}},
+              "train": {"iterations": 1000, "checkpoint_every": 500,
+                        "densify": {"start": 200, "stop": 800, "every": 100, "reset_every": 0}}},
     # CPU tests (synthetic `tiny`): seconds
     "tiny": {"sh_degree": 1, "sh_degree_interval": 200, "max_init_points": 3000,
              "train": {"iterations": 400, "checkpoint_every": 200,
