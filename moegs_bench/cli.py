@@ -198,7 +198,7 @@ def _run_routers(data, results, lpips, routers, router_preset, router_overrides,
     experts_s = sum(r.run.load_timings().get("train", 0.0) for r in results)
     routers_s = sum(r.train_seconds for r in moe if r.method.startswith("moe-"))
     click.echo(f"\nrouter training {routers_s:.1f} s (all routers) vs experts' training {experts_s:.1f} s; "
-               f"gate maps and expert renders: {moe[0].run.dir.parent.parent}")
+               f"gate maps and expert renders under {moe[0].run.dir.parents[2]}/<method>/{moe[0].run.run_id.variant}")
 
 
 # -- commands ----------------------------------------------------------------------------------------

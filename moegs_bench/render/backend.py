@@ -104,6 +104,8 @@ def _per_camera(value: Tensor | None, C: int, D: int, like: Tensor) -> Tensor:
     if value is None:
         return like.new_zeros(C, D)
     value = torch.as_tensor(value, dtype=like.dtype, device=like.device)
+    if value.shape[-1] < D:  # an RGB background for a wider feature render: zero extra channels
+        value = torch.nn.functional.pad(value, (0, D - value.shape[-1]))
     return value.expand(C, D) if value.dim() == 1 else value
 
 

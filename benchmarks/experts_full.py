@@ -1,0 +1,135 @@
+"""Benchmark: every expert on one synthetic scene (default `mixed`, n3v rig, `full`), trained
+with its size preset through the harness, plus the cost of one training iteration against
+`static` at the same Gaussian count and resolution.
+
+    python benchmarks/experts_full.py --out /tmp/bench --experts static,stg,ex4dgs
+
+Prints two markdown tables (quality/cost of training; per-regime PSNR) and writes
+`experts_full.json` to --out.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import torch
+
+from moegs_bench.bench.harness import lpips_metric, run_expert
+from moegs_bench.bench.store import RunStore
+from moegs_bench.config import merge
+from moegs_bench.data.load import load_scene
+from moegs_bench.data.scene import is_prepared_scene
+from moegs_bench.data.synthetic import generate_synthetic
+from moegs_bench.device import default_device, synchronize
+from moegs_bench.experts.registry import expert_config, get_expert
+from moegs_bench.experts.static import StaticExpert
+from moegs_bench.train.loop import make_optimizers, render_expert_views, set_learning_rates
+from moegs_bench.train.losses import photometric
+
+
+def time_iterations(expert, data, steps: int, warmup: int) -> float:
+    """Mean ms of one training iteration (sample, render, loss, backward, optimiser
+    step) with densification off, after `warmup` untimed iterations."""
+    per_opt, shared_opt = make_optimizers(expert)
+    views = data.splits["train"]
+    gen = torch.Generator().manual_seed(0)
+    bg = torch.zeros(3, device=data.device)
+    cfg = expert.config.train
+    step0 = cfg.iterations // 2  # mid-training schedules (fine stage, full window)
+
+    def one(step: int) -> None:
+        expert.on_step(step)
+        set_learning_rates(expert.learning_rates(step, data.extent), per_opt, shared_opt)
+        if cfg.same_time:
+            f = int(views.frames[torch.randint(len(views), (1,), generator=gen)])
+            pool = torch.nonzero(views.frames == f).squeeze(1)
+            idx = pool[torch.randperm(len(pool), generator=gen)[: cfg.batch_size]]
+        else:
+            idx = torch.randint(len(views), (cfg.batch_size,), generator=gen)
+        pred, _ = render_expert_views(expert, data, views.cams[idx], views.frames[idx], bg)
+        loss = photometric(pred, data.image_float("train", idx), cfg.ssim_lambda)
+        reg = expert.regularisation(step)
+        if reg is not None:
+            loss = loss + reg
+        loss.backward()
+        for opt in list(per_opt.values()) + ([shared_opt] if shared_opt is not None else []):
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+    for i in range(warmup):
+        one(step0 + i)
+    synchronize(data.device)
+    t0 = time.perf_counter()
+    for i in range(steps):
+        one(step0 + warmup + i)
+    synchronize(data.device)
+    return (time.perf_counter() - t0) / steps * 1000.0
+
+
+def static_like(expert, data) -> StaticExpert:
+    """A `static` expert with the same Gaussians (count, positions, shapes) as `expert` at t=0.5."""
+    g = expert.gaussians_at(0.5)
+    cfg = merge(expert_config("static", "fast"), {"train": {"batch_size": expert.config.train.batch_size}})
+    s = StaticExpert(cfg)
+    s.active_sh_degree = cfg.sh_degree
+    n = len(g)
+    with torch.no_grad():
+        s.params["means"] = torch.nn.Parameter(g.means.detach().clone())
+        s.params["scales"] = torch.nn.Parameter(torch.log(g.scales.detach().clamp_min(1e-8)))
+        s.params["quats"] = torch.nn.Parameter(g.quats.detach().clone())
+        s.params["opacities"] = torch.nn.Parameter(torch.logit(g.opacities.detach().clamp(1e-4, 1 - 1e-4)))
+        s.params["sh0"] = torch.nn.Parameter(torch.zeros(n, 1, 3, device=data.device))
+        s.params["shN"] = torch.nn.Parameter(torch.zeros(n, 15, 3, device=data.device))
+    return s
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--experts", default="static,stg,ex4dgs")
+    ap.add_argument("--scene", default="mixed")
+    ap.add_argument("--rig", default="n3v")
+    ap.add_argument("--size", default="full")
+    ap.add_argument("--timing-steps", type=int, default=50)
+    args = ap.parse_args()
+    device = default_device()
+    scene_dir = args.out / "scenes" / f"{args.scene}-{args.rig}-{args.size}"
+    if not is_prepared_scene(scene_dir):
+        generate_synthetic(scene_dir, scene=args.scene, rig=args.rig, size=args.size, device=device)
+    data = load_scene(scene_dir, device, with_gt=True)
+    store = RunStore(args.out / "runs")
+    lpips = lpips_metric("alex", None, device)
+    rows, regimes = [], {}
+    for name in args.experts.split(","):
+        res = run_expert(name, data, store, lpips=lpips, save_renders=False)
+        m = res.metrics
+        expert = get_expert(name).load(res.run.checkpoint_path("model.pt"), device)
+        ms = time_iterations(expert, data, args.timing_steps, 10)
+        ms_static = time_iterations(static_like(expert, data), data, args.timing_steps, 10)
+        rows.append({
+            "expert": name, "psnr": m["psnr"], "ssim": m["ssim"],
+            "train_min": res.run.load_timings()["train"] / 60, "iters_per_s": m["iters_per_second"],
+            "gaussians": int(m["num_gaussians"]), "peak_mb": m.get("train_peak_memory_mb"),
+            "iter_ms": ms, "static_iter_ms_same_n": ms_static, "iter_ratio": ms / ms_static,
+        })
+        regimes[name] = {k[5:]: v for k, v in m.items() if k.startswith("psnr_")}
+        del expert
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "experts_full.json").write_text(json.dumps({"rows": rows, "regimes": regimes}, indent=2))
+    cols = list(rows[0])
+    print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
+    for r in rows:
+        print("| " + " | ".join(f"{r[c]:.4g}" if isinstance(r[c], float) else str(r[c]) for c in cols) + " |")
+    names = sorted({k for v in regimes.values() for k in v})
+    print("\n| expert | " + " | ".join(f"PSNR {n}" for n in names) + " |\n|" + "---|" * (len(names) + 1))
+    for e, v in regimes.items():
+        print(f"| {e} | " + " | ".join(f"{v[n]:.2f}" if n in v else "—" for n in names) + " |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,205 @@
+"""Stage 2 on frozen experts: routers, baselines, oracles (two static experts, tiny scene)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from moegs_bench.errors import ConfigError
+from moegs_bench.moe import routers as routers_mod
+from moegs_bench.moe.blend import oracle_image, oracle_pixel, pixel_rays, uniform_average
+from moegs_bench.moe.oracle import evaluate_baselines, oracle_gain_share
+from moegs_bench.moe.pool import ExpertPool
+from moegs_bench.moe.routers import ROUTERS, build_router, router_config
+from moegs_bench.moe.train_router import evaluate_router, load_router, save_router, train_router
+from moegs_bench.render import multi_expert
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    # the reference rasteriser is fastest single-threaded on a shared 2-core machine
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def make_experts(data, specs):
+    from moegs_bench.experts.registry import expert_config, get_expert
+
+    cls = get_expert("static")
+    out = []
+    for seed, degree, points in specs:
+        cfg = expert_config("static", "tiny", {"sh_degree": degree, "max_init_points": points})
+        expert = cls.from_scene(data, cfg, torch.Generator().manual_seed(seed))
+        expert.active_sh_degree = degree
+        out.append(expert)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tiny_scene_dir):
+    from moegs_bench.data.load import load_scene
+
+    return load_scene(tiny_scene_dir, torch.device("cpu"))
+
+
+@pytest.fixture(scope="module")
+def pool(data):
+    experts = make_experts(data, [(0, 1, 250), (1, 0, 200)])
+    return ExpertPool(experts, ["static-a", "static-b"], data)
+
+
+def cfg(**kw):
+    return router_config("tiny", kw)
+
+
+@pytest.mark.parametrize("name", ["vapr", "pixel", "volume"])
+def test_gates_sum_to_one_and_only_router_params_get_gradients(pool, name):
+    router = build_router(name, pool, cfg())
+    out = router(pool, cam=1, frame=2, temperature=1.0)
+    h, w = pool.data.height, pool.data.width
+    assert out.image.shape == (1, h, w, 3) and out.gates.shape == (2, 1, h, w)
+    assert torch.allclose(out.gates.sum(0), torch.ones(1, h, w), atol=1e-5)
+    assert (out.gates >= 0).all()
+    gt = pool.data.image_float("train", torch.tensor([0]))
+    (out.image - gt).abs().mean().backward()
+    for expert in pool.experts:
+        for p in expert.parameters():
+            assert not p.requires_grad and p.grad is None
+    grads = [p.grad for p in router.parameters()]
+    assert grads and all(g is not None for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+
+
+def test_vapr_with_equal_weights_is_the_uniform_average(pool):
+    # w equal to the router background (1) everywhere and Φ = 0: every expert's logit is 1
+    router = build_router("vapr", pool, cfg(init_w=1.0, init_w_time=0.3))
+    with torch.no_grad():
+        for p in router.phi.parameters():
+            p.zero_()
+    for temperature in (1.0, 0.01):
+        with torch.no_grad():
+            out = router(pool, cam=2, frame=5, temperature=temperature)
+        images = pool.render_view(2, 5).images
+        assert torch.allclose(out.gates, torch.full_like(out.gates, 0.5), atol=1e-5)
+        assert torch.allclose(out.image, uniform_average(images), atol=1e-5)
+
+
+def test_router_channels_come_from_each_experts_single_render(pool, monkeypatch):
+    calls = []
+    real = multi_expert.render
+
+    def counting(*args, **kw):
+        calls.append(kw.get("extras"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(multi_expert, "render", counting)
+    router = build_router("vapr", pool, cfg())
+    router(pool, cam=0, frame=1, temperature=1.0)
+    assert len(calls) == len(pool)  # one rasterisation per expert: RGB, depth and router channels
+    assert all(ex is not None and ex.shape == (n, 3) for ex, n in zip(calls, pool.sizes, strict=True))
+    assert all(ex.requires_grad for ex in calls)
+
+    calls.clear()
+    volume_calls = []
+    real_volume = routers_mod.render
+    monkeypatch.setattr(routers_mod, "render", lambda *a, **k: volume_calls.append(1) or real_volume(*a, **k))
+    build_router("volume", pool, cfg())(pool, cam=0, frame=1, temperature=1.0)
+    assert volume_calls == [1] and calls == []  # all experts' Gaussians in one pass, no per-expert pass
+
+
+def test_pixel_oracle_bounds_experts_and_the_trained_mixture(pool):
+    base = evaluate_baselines(pool)
+    oracle = base.baselines["oracle-pixel"].rows
+    for label, ev in base.experts.items():
+        for o, e in zip(oracle, ev.rows, strict=True):
+            assert o["psnr"] >= e["psnr"] - 1e-6, label
+    best_image = [max(ev.rows[i]["psnr"] for ev in base.experts.values()) for i in range(len(oracle))]
+    assert [r["psnr"] for r in base.baselines["oracle-image"].rows] == pytest.approx(best_image)
+    c = cfg(iterations=8)
+    router = build_router("vapr", pool, c)
+    result = train_router(router, pool, c, seed=0)
+    assert result.steps == 8 and len(result.losses) == 8
+    moe = evaluate_router(router, pool, c.eval_temp)
+    # a soft blend may beat the one-hot oracle at single pixels, not over the test set
+    assert base.baselines["oracle-pixel"].summary["psnr"] > moe.summary["psnr"]
+    assert base.baselines["oracle-pixel"].summary["psnr"] > base.best_expert[1]
+
+
+def test_oracles_on_known_images():
+    gt = torch.zeros(1, 2, 2, 3)
+    a = torch.tensor([0.1, 0.9]).view(1, 1, 2, 1).expand(1, 2, 2, 3)
+    b = torch.tensor([0.5, 0.0]).view(1, 1, 2, 1).expand(1, 2, 2, 3)
+    images = torch.stack([a, b])
+    pix, gates = oracle_pixel(images, gt)
+    assert torch.allclose(pix[0, :, 0], torch.full((2, 3), 0.1)) and torch.allclose(pix[0, :, 1], torch.zeros(2, 3))
+    assert gates[:, 0, 0, 0].tolist() == [1.0, 0.0] and gates[:, 0, 0, 1].tolist() == [0.0, 1.0]
+    img, best = oracle_image(images, gt)
+    assert best.tolist() == [1] and torch.equal(img, b)
+    assert oracle_gain_share(31.0, 30.0, 32.0) == pytest.approx(0.5)
+    assert oracle_gain_share(29.0, 30.0, 30.0) is None
+
+
+def test_router_save_load_round_trip(pool, tmp_path):
+    c = cfg(iterations=3)
+    router = build_router("pixel", pool, c)
+    train_router(router, pool, c)
+    path = save_router(router, tmp_path / "router.pt")
+    again = load_router(path, torch.device("cpu"))
+    with torch.no_grad():
+        a = router(pool, 0, 0, 1.0).image
+        b = again(pool, 0, 0, 1.0).image
+    assert torch.equal(a, b)
+
+
+def test_volume_router_rejects_feature_experts(data):
+    from moegs_bench.experts.static import StaticExpert
+
+    class Decoded(StaticExpert):
+        def decode(self, rendered, viewmats, Ks, t):
+            return rendered.sigmoid()
+
+    experts = make_experts(data, [(0, 0, 50)])
+    decoded = Decoded(experts[0].config)
+    decoded.params = experts[0].params
+    mixed = ExpertPool([experts[0], decoded], ["plain", "decoded"], data)
+    with pytest.raises(ConfigError, match="'decoded'.*RGB/SH"):
+        build_router("volume", mixed, cfg())
+    build_router("vapr", mixed, cfg())  # 2D blending works with any decoded expert
+
+
+def test_render_experts_matches_single_renders(pool):
+    from moegs_bench.render.backend import render
+
+    vm, K = pool.data.camera_batch(torch.tensor([0]))
+    gs = [pool.gaussians(k, 0, 0) for k in range(len(pool))]
+    outs = multi_expert.render_experts(gs, vm, K, pool.data.width, pool.data.height)
+    for g, out in zip(gs, outs, strict=True):
+        assert torch.equal(out.rgb, render(g, vm, K, pool.data.width, pool.data.height).rgb)
+    with pytest.raises(ValueError, match="2 Gaussian sets"):
+        multi_expert.render_experts(gs, vm, K, 8, 8, extras=[None])
+
+
+def test_pixel_rays_point_through_the_principal_point(data):
+    vm, K = data.camera_batch(torch.tensor([0, 3]))
+    origins, dirs = pixel_rays(vm, K, data.width, data.height)
+    assert origins.shape == dirs.shape == (2, data.height, data.width, 3)
+    assert torch.allclose(dirs.norm(dim=-1), torch.ones(2, data.height, data.width), atol=1e-5)
+    forward = vm[:, 2, :3]  # camera z axis in world coordinates
+    centre = dirs[:, data.height // 2, data.width // 2]
+    assert (torch.nn.functional.cosine_similarity(centre, forward) > 0.99).all()
+
+
+def test_router_config_presets_and_errors():
+    assert router_config("paper").iterations == 5000
+    authors = router_config("authors")
+    assert authors.temperature == 0.01 and authors.eval_temp == 1.0
+    assert router_config().eval_temp == router_config().temperature
+    assert set(ROUTERS) == {"vapr", "pixel", "volume"}
+    with pytest.raises(ConfigError, match="--router-preset"):
+        router_config("nope")
+    with pytest.raises(ConfigError, match="router.nope"):
+        router_config(None, {"nope": 1})
+    with pytest.raises(ConfigError, match="temperature"):
+        router_config(None, {"temperature": 0.0})
