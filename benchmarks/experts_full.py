@@ -116,11 +116,12 @@ def main() -> None:
             "iter_ms": ms, "static_iter_ms_same_n": ms_static, "iter_ratio": ms / ms_static,
         })
         regimes[name] = {k[5:]: v for k, v in m.items() if k.startswith("psnr_")}
+        print(json.dumps({"row": rows[-1], "regimes": regimes[name]}), flush=True)  # partial results survive a time-out
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "experts_full.json").write_text(json.dumps({"rows": rows, "regimes": regimes}, indent=2))
         del expert
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "experts_full.json").write_text(json.dumps({"rows": rows, "regimes": regimes}, indent=2))
     cols = list(rows[0])
     print("| " + " | ".join(cols) + " |\n|" + "---|" * len(cols))
     for r in rows:

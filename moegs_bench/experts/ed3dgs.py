@@ -1,0 +1,407 @@
+"""`ed3dgs`: E-D3DGS (Bae et al., ECCV 2024), per-Gaussian embedding-based deformation.
+
+Every Gaussian carries a learned 32-d embedding z_g (zero init, densified with it). One shared
+temporal embedding table [rows, 256] is resized by linear interpolation to the current row
+count and sampled at time t. Two decoders (coarse, fine), each concat(h_t, z_g) ->
+Linear(288->W) -> heads dx, ds, dr, do, dSH, map (t, z_g) to deformations of the canonical
+Gaussian; the fine output is added to the coarse one. The coarse decoder sees the table
+downsampled to a few rows (slow motion), the fine decoder a row count that grows during
+training (coarse-to-fine temporal resolution). A per-camera learnable time offset absorbs
+unsynchronised cameras, and a k-NN smoothness term pulls neighbouring embeddings together.
+Facts and defaults: REFERENCE.md section 2 "E-D3DGS" and the authors' configuration files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..render.gaussians import Gaussians
+from ..render.sh import num_sh_bases
+from ..train.schedules import exp_decay
+from .base import DensifyConfig, Expert, TrainConfig
+from .common import GaussianLR, init_gaussian_tensors, subsample
+from .registry import register_expert
+
+HEADS = ("dx", "ds", "dr", "do", "dsh")
+
+
+@dataclass
+class ED3DGSLR:
+    """Learning rates (REFERENCE.md §2 E-D3DGS; N3V values). Deformation = decoders and the
+    temporal table, x scene extent, exponential decay over the run (the authors' schedule)."""
+
+    gaussian: GaussianLR = field(default_factory=GaussianLR)  # means 1.6e-4 -> 1.6e-6, 3DGS rest
+    embedding: float = 2.5e-3
+    deformation_init: float = 1.6e-4  # Technicolor 1.6e-3
+    deformation_final: float = 1.6e-5  # Technicolor 1.6e-4
+    time_offset: float = 2e-5  # Technicolor 0 (offsets disabled)
+
+
+@dataclass
+class ED3DGSConfig:
+    """E-D3DGS defaults for N3V (REFERENCE.md §2; authors' arguments/dynerf/default.py)."""
+
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000  # one more SH band every 1000 steps, as the authors
+    init_opacity: float = 0.1
+    # the authors initialise from down-sampled dense points; scenes without that cloud
+    # (synthetic ones) fall back to the merged cloud
+    init_points: str = "downsampled"
+    max_init_points: int = 0  # random subset of the initial cloud (0 = all)
+    gaussian_embedding_dim: int = 32
+    temporal_embedding_dim: int = 256
+    temporal_rows: int = 150  # fine table rows at the end of coarse-to-fine (Technicolor 25)
+    coarse_rows: int = 30  # rows the coarse decoder sees (Technicolor 5)
+    c2f_steps: int = 10_000  # fine rows grow coarse_rows -> temporal_rows over these steps (0: full at once)
+    temporal_init_std: float = 0.01 / 16  # N(0, 0.01/sqrt(256)); 0 = zero init (Technicolor)
+    width: int = 128  # decoder width
+    trunk_layers: int = 1  # Linear(288->W) then (trunk_layers - 1) x [ReLU, Linear(W,W)]
+    deform_scale: bool = True
+    deform_rotation: bool = True
+    deform_opacity: bool = True
+    deform_color: bool = True  # Technicolor: False
+    # annealing (authors' use_anneal): dx, dr ramp 0->1 over anneal_steps from step 0; ds, do,
+    # dSH ramp 0->1 over anneal_steps from deform_from
+    anneal: bool = True  # Technicolor: False
+    anneal_steps: int = 1000
+    deform_from: int = 5000
+    knn: int = 20
+    knn_weight_scale: float = 2000.0  # weight exp(-scale * d^2), d in scene units
+    smooth_coef: float = 1.0  # Birthday 0.1
+    opacity_coef: float = 1e-4  # coef * sigmoid(mean opacity logit), replaces opacity resets
+    # time offset for cameras that were not trained (test views): "none" uses t as is;
+    # "mean" adds the mean offset of the trained cameras (the authors' renderer)
+    test_offset: Literal["none", "mean"] = "none"
+    lr: ED3DGSLR = field(default_factory=ED3DGSLR)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        iterations=80_000,
+        densify=DensifyConfig(start=5000, stop=80_000, every=100, grad_threshold=3e-4,
+                              prune_opacity=0.005, reset_every=0)))
+
+
+PRESETS: dict[str, dict] = {
+    # N3V (REFERENCE.md §2): 80k steps, densify 5000..80k, table 150 rows / coarse 30
+    "paper": {},
+    # Technicolor (authors' arguments/technicolor/default.py): 25 zero-init rows from the
+    # start, coarse 5, no colour deformation, no annealing, no time offsets, densify from 500
+    "technicolor": {
+        "temporal_rows": 25, "coarse_rows": 5, "c2f_steps": 0, "temporal_init_std": 0.0,
+        "deform_color": False, "anneal": False,
+        "lr": {"deformation_init": 1.6e-3, "deformation_final": 1.6e-4, "time_offset": 0.0},
+        "train": {"densify": {"start": 500}},
+    },
+    # synthetic `full` (50 frames, as a Technicolor segment) on one GPU: a few minutes
+    "fast": {
+        "init_points": "merged", "max_init_points": 60_000,
+        "temporal_rows": 25, "coarse_rows": 5, "c2f_steps": 3000,
+        "anneal_steps": 300, "deform_from": 1000, "knn_weight_scale": 200.0,
+        "lr": {"deformation_init": 1.6e-3, "deformation_final": 1.6e-4},
+        "train": {"iterations": 12_000, "densify": {"start": 1000, "stop": 10_000}},
+    },
+    # CPU demo scale (synthetic `small`, 24 frames)
+    "small": {
+        "init_points": "merged", "sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000,
+        "temporal_rows": 12, "coarse_rows": 4, "c2f_steps": 600, "width": 64,
+        "anneal_steps": 100, "deform_from": 200, "knn_weight_scale": 20.0,
+        "lr": {"deformation_init": 1.6e-3, "deformation_final": 1.6e-4},
+        "train": {"iterations": 1500, "checkpoint_every": 500,
+                  "densify": {"start": 200, "stop": 1200, "every": 100}},
+    },
+    # CPU tests (synthetic `tiny`, 8 frames): seconds
+    "tiny": {
+        "init_points": "merged", "sh_degree": 1, "sh_degree_interval": 200, "max_init_points": 3000,
+        "temporal_rows": 8, "coarse_rows": 3, "c2f_steps": 150, "width": 32,
+        "anneal_steps": 25, "deform_from": 50, "knn_weight_scale": 20.0,
+        "lr": {"deformation_init": 1.6e-3, "deformation_final": 1.6e-4},
+        "train": {"iterations": 400, "checkpoint_every": 200,
+                  "densify": {"start": 100, "stop": 300, "every": 50}},
+    },
+}
+
+
+# -- temporal embedding table --------------------------------------------------------------------
+def resize_rows(table: Tensor, rows: int) -> Tensor:
+    """Resample a table [M,D] to [rows,D] by linear interpolation along rows, end rows kept
+    (align_corners): row j of the result is the table at position j*(M-1)/(rows-1)."""
+    if rows == table.shape[0]:
+        return table
+    return F.interpolate(table.t()[None], size=rows, mode="linear", align_corners=True)[0].t()
+
+
+def sample_rows(table: Tensor, t: Tensor) -> Tensor:
+    """The table [R,D] at normalised time t (0-d): row r sits at t = r/(R-1), linear in between;
+    t outside [0,1] is reflected back (the authors' grid_sample padding). Differentiable in t.
+    Returns [D]."""
+    rows = table.shape[0]
+    u = torch.remainder(t, 2.0)
+    u = torch.where(u > 1.0, 2.0 - u, u)
+    pos = u * (rows - 1)
+    i0 = pos.detach().floor().clamp(0, rows - 2).long()
+    frac = pos - i0
+    return table[i0] * (1.0 - frac) + table[i0 + 1] * frac
+
+
+def rows_at(step: int, start: int, end: int, steps: int) -> int:
+    """Row count growing linearly start -> end over `steps` (integer part, as the authors)."""
+    if steps <= 0:
+        return end
+    return int(start + (end - start) * min(max(step, 0), steps) / steps)
+
+
+# -- decoders ----------------------------------------------------------------------------------------
+class DeformDecoder(nn.Module):
+    """concat(h_t [T], z_g [N,G]) -> trunk Linear(T+G -> W) (+ extra layers) -> one head per
+    deformation (ReLU, Linear(W,W), ReLU, Linear(W,k)).
+
+    The trunk's first Linear is stored as two blocks (time part and Gaussian part): the time
+    part is the same for every Gaussian, so it is computed once per call (same function).
+    """
+
+    def __init__(self, temporal_dim: int, gaussian_dim: int, width: int, layers: int,
+                 outputs: dict[str, int]):
+        super().__init__()
+        self.trunk_t = nn.Linear(temporal_dim, width)
+        self.trunk_g = nn.Linear(gaussian_dim, width, bias=False)
+        self.trunk_rest = nn.Sequential(*[m for _ in range(layers - 1) for m in (nn.ReLU(), nn.Linear(width, width))])
+        self.heads = nn.ModuleDict({name: nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
+                                                        nn.Linear(width, k)) for name, k in outputs.items()})
+
+    def forward(self, h_t: Tensor, z: Tensor, heads: tuple[str, ...] | None = None) -> dict[str, Tensor]:
+        """h_t [T], z [N,G] -> {head: [N,k]} for the requested heads (all by default)."""
+        hidden = self.trunk_rest(self.trunk_g(z) + self.trunk_t(h_t))
+        names = [n for n in (heads or self.heads.keys()) if n in self.heads]
+        return {n: self.heads[n](hidden) for n in names}
+
+
+# -- k-NN smoothness -------------------------------------------------------------------------------
+@torch.no_grad()
+def knn_graph(points: Tensor, k: int, chunk: int | None = None) -> tuple[Tensor, Tensor]:
+    """k nearest other points of every point (chunked cdist + topk). points [N,3] ->
+    (indices [N,k] long, squared distances [N,k]); k is capped at N-1. chunk: rows per cdist
+    (default: about 2^27 distances at a time, 512 MB)."""
+    n = points.shape[0]
+    k = min(k, n - 1)
+    chunk = chunk or max(1, (1 << 27) // max(n, 1))
+    if k <= 0:
+        return points.new_zeros((n, 0), dtype=torch.long), points.new_zeros((n, 0))
+    idx, d2 = [], []
+    for i in range(0, n, chunk):
+        # the direct (not matrix-product) form keeps small distances exact (duplicates: 0)
+        dist = torch.cdist(points[i:i + chunk], points, compute_mode="donot_use_mm_for_euclid_dist")
+        dist = dist.square()
+        rows = torch.arange(dist.shape[0], device=points.device)
+        dist[rows, rows + i] = float("inf")  # not itself
+        top = dist.topk(k, largest=False)
+        idx.append(top.indices)
+        d2.append(top.values)
+    return torch.cat(idx), torch.cat(d2)
+
+
+def smoothness(embedding: Tensor, neighbours: Tensor, weights: Tensor) -> Tensor:
+    """mean over (i, j in N(i)) of sqrt(w_ij * ||e_i - e_j||^2) (authors' weighted_l2_loss_v2).
+    embedding [N,G], neighbours [N,k], weights [N,k] -> scalar."""
+    if neighbours.numel() == 0:
+        return embedding.sum() * 0.0
+    diff = (embedding[:, None, :] - embedding[neighbours]).square().sum(-1)
+    return torch.sqrt(diff * weights + 1e-20).mean()
+
+
+def _check_config(c: ED3DGSConfig) -> None:
+    """One clear error for settings the model cannot be built with."""
+    checks = [
+        (c.temporal_rows >= 2, "temporal_rows", "must be >= 2"),
+        (2 <= c.coarse_rows <= c.temporal_rows, "coarse_rows", "must be in [2, temporal_rows]"),
+        (c.gaussian_embedding_dim > 0, "gaussian_embedding_dim", "must be > 0"),
+        (c.temporal_embedding_dim > 0, "temporal_embedding_dim", "must be > 0"),
+        (c.width > 0, "width", "must be > 0"),
+        (c.trunk_layers >= 1, "trunk_layers", "must be >= 1"),
+        (c.knn >= 0, "knn", "must be >= 0"),
+        (c.sh_degree >= 0, "sh_degree", "must be >= 0"),
+    ]
+    for ok, name, why in checks:
+        if not ok:
+            raise ConfigError(f"ed3dgs: setting {name!r} = {getattr(c, name)!r} {why}")
+
+
+@register_expert
+class ED3DGSExpert(Expert):
+    """Canonical 3D Gaussians + per-Gaussian embeddings, deformed by coarse + fine decoders of
+    (temporal embedding at t, Gaussian embedding)."""
+
+    name = "ed3dgs"
+    Config = ED3DGSConfig
+    presets = PRESETS
+    camera_dependent = True  # per-camera time offsets (an instance sets False when they are off)
+
+    def __init__(self, config: ED3DGSConfig, num_cameras: int = 1):
+        _check_config(config)
+        super().__init__(config)
+        c = config
+        self.camera_dependent = c.lr.time_offset > 0  # without offsets the views of one time batch together
+        self.active_sh_degree = 0
+        self.step = 0
+        std = c.temporal_init_std
+        table = torch.randn(c.temporal_rows, c.temporal_embedding_dim) * std if std > 0 else \
+            torch.zeros(c.temporal_rows, c.temporal_embedding_dim)
+        self.temporal = nn.Parameter(table)
+        outputs = {"dx": 3, "ds": 3, "dr": 4, "do": 1, "dsh": 3 * num_sh_bases(c.sh_degree)}
+        enabled = {"ds": c.deform_scale, "dr": c.deform_rotation, "do": c.deform_opacity, "dsh": c.deform_color}
+        outputs = {k: v for k, v in outputs.items() if enabled.get(k, True)}
+        args = (c.temporal_embedding_dim, c.gaussian_embedding_dim, c.width, c.trunk_layers, outputs)
+        self.coarse = DeformDecoder(*args)
+        self.fine = DeformDecoder(*args)
+        self.time_offsets = nn.Parameter(torch.zeros(num_cameras))
+        self.register_buffer("train_cameras", torch.zeros(num_cameras, dtype=torch.bool))
+        self._knn: tuple | None = None  # (key, neighbours [N,k], weights [N,k])
+
+    # -- construction ------------------------------------------------------------------------
+    @classmethod
+    def from_scene(cls, data, config: ED3DGSConfig, generator: torch.Generator | None = None) -> ED3DGSExpert:
+        generator = generator or torch.Generator().manual_seed(0)
+        which = config.init_points
+        if which == "downsampled" and "downsampled" not in data.scene.points:
+            which = "merged"
+        pts = subsample(data.scene.load_points(which), config.max_init_points, generator)
+        expert = cls(config, num_cameras=int(data.Ks.shape[0]))
+        for k, v in init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity,
+                                          data.device).items():
+            expert.params[k] = nn.Parameter(v)
+        n = expert.num_gaussians
+        expert.params["embedding"] = nn.Parameter(torch.zeros(n, config.gaussian_embedding_dim, device=data.device))
+        expert.train_cameras[data.splits["train"].cams.unique()] = True
+        return expert.to(data.device)
+
+    @classmethod
+    def empty(cls, config: ED3DGSConfig, device: torch.device) -> ED3DGSExpert:
+        expert = cls(config)
+        expert.active_sh_degree = config.sh_degree
+        return expert.to(device)
+
+    # -- schedules ---------------------------------------------------------------------------------
+    def fine_rows(self, step: int | None = None) -> int:
+        """Rows of the table the fine decoder sees at `step` (default: the current step)."""
+        c = self.config
+        return rows_at(self.step if step is None else step, c.coarse_rows, c.temporal_rows, c.c2f_steps)
+
+    def anneal(self, step: int | None = None) -> tuple[float, float]:
+        """(coefficient of dx and dr, coefficient of ds, do and dSH) at `step`."""
+        c = self.config
+        if not c.anneal:
+            return 1.0, 1.0
+        s = self.step if step is None else step
+        ramp = max(c.anneal_steps, 1)
+        return min(max(s / ramp, 0.0), 1.0), min(max((s - c.deform_from) / ramp, 0.0), 1.0)
+
+    def on_step(self, step: int) -> None:
+        self.step = step
+        interval = max(self.config.sh_degree_interval, 1)
+        self.active_sh_degree = min(self.config.sh_degree, step // interval)
+
+    # -- deformation ---------------------------------------------------------------------------------
+    def time_for(self, t: float | Tensor, camera: int | None) -> Tensor:
+        """t plus the camera's learned offset (trained cameras; see `test_offset` for others). 0-d."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.temporal.device).reshape(())
+        if camera is not None and 0 <= camera < len(self.train_cameras) and bool(self.train_cameras[camera]):
+            return t + self.time_offsets[camera]
+        if self.config.test_offset == "mean" and bool(self.train_cameras.any()):
+            return t + self.time_offsets[self.train_cameras].mean()
+        return t
+
+    def deltas(self, t: Tensor, heads: tuple[str, ...] | None = None, ids: Tensor | None = None) -> dict[str, Tensor]:
+        """Coarse + fine deformations at time t (0-d) for all Gaussians (or rows `ids`):
+        {head: [N,k]}, annealing not applied."""
+        z = self.params["embedding"] if ids is None else self.params["embedding"][ids]
+        h_c = sample_rows(resize_rows(self.temporal, self.config.coarse_rows), t)
+        h_f = sample_rows(resize_rows(self.temporal, self.fine_rows()), t)
+        coarse = self.coarse(h_c, z, heads)
+        fine = self.fine(h_f, z, heads)
+        return {k: coarse[k] + fine[k] for k in coarse}
+
+    def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
+        p = self.params
+        d = self.deltas(self.time_for(t, camera))
+        c_move, c_rest = self.anneal()
+        sh = torch.cat([p["sh0"], p["shN"]], 1)
+        scales, quats, opacities = p["scales"], p["quats"], p["opacities"]
+        means = p["means"] + c_move * d["dx"]
+        if "dr" in d:
+            quats = quats + c_move * d["dr"]
+        if "ds" in d:
+            scales = scales + c_rest * d["ds"]
+        if "do" in d:
+            opacities = opacities + c_rest * d["do"][:, 0]
+        if "dsh" in d:
+            sh = sh + c_rest * d["dsh"].view(sh.shape)
+        return Gaussians(means=means, quats=quats, scales=torch.exp(scales), opacities=torch.sigmoid(opacities),
+                         sh=sh, sh_degree=self.active_sh_degree)
+
+    @torch.no_grad()
+    def trajectories(self, times: Tensor, ids: Tensor | None = None) -> Tensor:
+        """World positions of Gaussians `ids` (default all) at `times` [T]: [T,M,3] (no offsets)."""
+        means = self.params["means"] if ids is None else self.params["means"][ids]
+        c_move, _ = self.anneal()
+        out = [means + c_move * self.deltas(t.reshape(()).to(means), ("dx",), ids)["dx"] for t in times.reshape(-1)]
+        return torch.stack(out) if out else means.new_zeros((0, means.shape[0], 3))
+
+    # -- training hooks ---------------------------------------------------------------------------
+    def shared_params(self) -> dict[str, nn.Parameter]:
+        out = {"temporal": self.temporal, "time_offsets": self.time_offsets}
+        for prefix, module in (("coarse", self.coarse), ("fine", self.fine)):
+            out.update({f"{prefix}.{n}": p for n, p in module.named_parameters()})
+        return out
+
+    def learning_rates(self, step: int, extent: float) -> dict[str, float]:
+        lr, iters = self.config.lr, self.config.train.iterations
+        rates = lr.gaussian.at(step, iters, extent)
+        rates["embedding"] = lr.embedding
+        deform = exp_decay(step, lr.deformation_init * extent, lr.deformation_final * extent, iters)
+        for name in self.shared_params():
+            rates[name] = deform
+        rates["time_offsets"] = lr.time_offset
+        return rates
+
+    def _neighbours(self) -> tuple[Tensor, Tensor]:
+        """k-NN of the canonical means and their weights exp(-scale d^2), recomputed when the
+        set of Gaussians changed (count or tensor replaced by densification or loading)."""
+        means = self.params["means"]
+        key = (means.shape[0], id(means))
+        if self._knn is None or self._knn[0] != key:
+            idx, d2 = knn_graph(means.detach(), self.config.knn)
+            self._knn = (key, idx, torch.exp(-self.config.knn_weight_scale * d2))
+        return self._knn[1], self._knn[2]
+
+    def regularisation(self, step: int) -> Tensor | None:
+        c = self.config
+        p = self.params
+        loss = c.opacity_coef * torch.sigmoid(p["opacities"].mean())
+        if c.smooth_coef > 0 and c.knn > 0:
+            idx, w = self._neighbours()
+            loss = loss + c.smooth_coef * smoothness(p["embedding"], idx, w)
+        return loss
+
+    def on_densify(self) -> None:
+        self._knn = None
+        if self.config.smooth_coef > 0 and self.config.knn > 0:
+            self._neighbours()
+
+    # -- persistence ------------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"active_sh_degree": self.active_sh_degree, "step": self.step,
+                "train_cameras": self.train_cameras.cpu()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
+        self.step = int(state.get("step", 0))
+        if "train_cameras" in state:
+            self.train_cameras = state["train_cameras"].to(self.temporal.device).bool()
+        self._knn = None
+
+
+__all__ = ["ED3DGSExpert", "ED3DGSConfig", "ED3DGSLR", "DeformDecoder", "resize_rows", "sample_rows",
+           "rows_at", "knn_graph", "smoothness"]

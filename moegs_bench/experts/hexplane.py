@@ -1,0 +1,414 @@
+"""`4dgs`: 4DGaussians (Wu et al. 2024), canonical Gaussians deformed by a HexPlane field.
+
+A HexPlane (six feature planes xy, xz, yz, xt, yt, zt at two spatial resolutions) is sampled
+at each Gaussian's canonical position and the time; a small MLP turns the 32 features into
+offsets of position, log-scale, quaternion, opacity logit and SH. Training starts with a
+coarse stage (plain 3DGS, no deformation), then a fine stage that trains the field with grid
+regularisers (plane TV, time smoothness, time planes towards 1). REFERENCE.md §2 "4DGaussians".
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from gsplat.strategy import DefaultStrategy
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..render.gaussians import Gaussians
+from ..render.sh import num_sh_bases
+from ..train.schedules import exp_decay
+from .base import DensifyConfig, Expert, TrainConfig
+from .common import GaussianLR, init_gaussian_tensors, subsample
+from .registry import register_expert
+
+# planes as (first axis, second axis) over (x, y, z, t) = (0, 1, 2, 3), 4DGaussians' order
+PLANES: tuple[tuple[str, int, int], ...] = (
+    ("xy", 0, 1), ("xz", 0, 2), ("xt", 0, 3), ("yz", 1, 2), ("yt", 1, 3), ("zt", 2, 3),
+)
+HEADS = ("dx", "ds", "dr", "do", "dsh")
+
+
+# -- configuration -----------------------------------------------------------------------------
+@dataclass
+class DeformLR:
+    """Deformation learning rates (REFERENCE.md §2; both x scene extent, log-linear decay)."""
+
+    mlp_init: float = 1.6e-4
+    mlp_final: float = 1.6e-5
+    grid_init: float = 1.6e-3
+    grid_final: float = 1.6e-4
+
+
+def _fourdgs_train() -> TrainConfig:
+    # 3000 coarse + 14000 fine, batch 4 views, L1 only (REFERENCE.md §2); no opacity reset
+    return TrainConfig(
+        iterations=17_000, batch_size=4, ssim_lambda=0.0,
+        densify=DensifyConfig(start=500, stop=10_000, every=100, grad_threshold=2e-4,
+                              prune_opacity=0.005, reset_every=0),
+    )
+
+
+@dataclass
+class FourDGSConfig:
+    """4DGaussians defaults (REFERENCE.md §2; the original's dynerf configuration)."""
+
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000  # one more SH band every N steps, as 3DGS
+    init_opacity: float = 0.1
+    init_points: str = "auto"  # "auto": "downsampled" when the scene has it, else "merged"
+    max_init_points: int = 100_000  # random subset of the initial cloud (0 = all)
+    # HexPlane field
+    grid_resolution: tuple[int, ...] = (64, 64, 64, 150)  # x, y, z, t
+    grid_multires: tuple[int, ...] = (1, 2)  # multiplies the spatial resolutions only
+    grid_features: int = 16  # per level; levels are concatenated
+    grid_init_range: tuple[float, ...] = (0.1, 0.5)  # spatial planes U(a, b); time planes 1
+    # False: t in [0,1) spans the whole time axis; True: the original feeds t into a [-1,1]
+    # grid directly, so only its second half is used
+    compat_half_time_axis: bool = False
+    net_width: int = 128
+    # stages and regularisers
+    coarse_iterations: int = 3000  # no deformation before this step
+    plane_tv_weight: float = 2e-4  # spatial planes
+    time_smoothness_weight: float = 1e-3  # second difference along t of the time planes
+    l1_time_planes_weight: float = 1e-4  # |1 - time plane|
+    # "tv": total variation (K-Planes / the 4DGaussians paper); "second_difference": what the
+    # original code computes for the spatial planes (squared second difference along one axis)
+    plane_tv_mode: str = "tv"
+    # learning rates and densification
+    lr: GaussianLR = field(default_factory=GaussianLR)
+    deform_lr: DeformLR = field(default_factory=DeformLR)
+    lr_max_steps: int = 20_000  # decay horizon of the scheduled rates (position_lr_max_steps)
+    stage_local_schedules: bool = True  # schedules and densify windows restart at the fine stage
+    fresh_optimizer_at_fine: bool = True  # the original builds a new Adam for the fine stage
+    max_gaussians: int = 360_000  # no growth at or above this count
+    prune_min_gaussians: int = 0  # prune only above this count (the original code: 200000)
+    train: TrainConfig = field(default_factory=_fourdgs_train)
+
+
+PRESETS: dict[str, dict] = {
+    # the original schedule: 3000 coarse + 14000 fine, batch 4
+    "paper": {},
+    # synthetic `full` (50 frames) on one GPU: a few minutes
+    "fast": {"grid_resolution": [64, 64, 64, 50], "coarse_iterations": 1000, "lr_max_steps": 8000,
+             "train": {"iterations": 8000, "densify": {"start": 500, "stop": 5000}}},
+    # CPU demo scale (synthetic `small`, 24 frames)
+    "small": {"sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000,
+              "grid_resolution": [32, 32, 32, 24], "coarse_iterations": 300, "lr_max_steps": 1500,
+              "deform_lr": {"mlp_init": 1.6e-3, "mlp_final": 1.6e-4, "grid_init": 1.6e-2, "grid_final": 1.6e-3},
+              "train": {"iterations": 1500, "batch_size": 2, "checkpoint_every": 500,
+                        "densify": {"start": 200, "stop": 1000, "every": 100}}},
+    # CPU tests (synthetic `tiny`, 8 frames): seconds
+    "tiny": {"sh_degree": 1, "sh_degree_interval": 200, "max_init_points": 3000,
+             "grid_resolution": [16, 16, 16, 8], "coarse_iterations": 100, "lr_max_steps": 400,
+             "deform_lr": {"mlp_init": 1.6e-3, "mlp_final": 1.6e-4, "grid_init": 1.6e-2, "grid_final": 1.6e-3},
+             "train": {"iterations": 400, "batch_size": 1, "checkpoint_every": 200,
+                       "densify": {"start": 50, "stop": 250, "every": 50}}},
+}
+
+
+def _check_config(cfg: FourDGSConfig) -> None:
+    if len(cfg.grid_resolution) != 4 or min(cfg.grid_resolution) < 2:
+        raise ConfigError(f"4dgs.grid_resolution: expected 4 sizes >= 2 (x, y, z, t), got {cfg.grid_resolution}")
+    if not cfg.grid_multires or min(cfg.grid_multires) < 1:
+        raise ConfigError(f"4dgs.grid_multires: expected positive multipliers, got {cfg.grid_multires}")
+    if len(cfg.grid_init_range) != 2:
+        raise ConfigError(f"4dgs.grid_init_range: expected [low, high], got {cfg.grid_init_range}")
+    if cfg.plane_tv_mode not in ("tv", "second_difference"):
+        raise ConfigError(f"4dgs.plane_tv_mode: {cfg.plane_tv_mode!r} is not 'tv' or 'second_difference'")
+
+
+# -- the HexPlane field ------------------------------------------------------------------------
+def sample_plane(plane: Tensor, uv: Tensor) -> Tensor:
+    """Bilinear lookup: plane [1,F,H,W], uv [N,2] in [-1,1] (u along W, v along H;
+    align_corners=True, border padding) -> [N,F]."""
+    out = F.grid_sample(plane, uv.view(1, 1, -1, 2), mode="bilinear", padding_mode="border",
+                        align_corners=True)
+    return out[0, :, 0].t()
+
+
+class HexPlaneField(nn.Module):
+    """Six planes per level. The plane of axes (a, b) has shape [1, F, R_b, R_a]; features of
+    one level are the product over its planes, levels are concatenated."""
+
+    def __init__(self, resolution: tuple[int, ...], multires: tuple[int, ...], features: int,
+                 init_range: tuple[float, ...] = (0.1, 0.5), generator: torch.Generator | None = None):
+        super().__init__()
+        self.levels = len(multires)
+        self.features = features
+        self.planes = nn.ParameterDict()
+        for level, m in enumerate(multires):
+            res = [r * m for r in resolution[:3]] + [resolution[3]]  # time resolution unscaled
+            for name, a, b in PLANES:
+                shape = (1, features, res[b], res[a])
+                if b == 3:
+                    value = torch.ones(shape)  # time planes start neutral (a product with 1)
+                else:
+                    low, high = init_range
+                    value = low + (high - low) * torch.rand(shape, generator=generator)
+                self.planes[f"l{level}_{name}"] = nn.Parameter(value)
+
+    @property
+    def out_dim(self) -> int:
+        return self.levels * self.features
+
+    def forward(self, coords: Tensor) -> Tensor:
+        """coords [N,4] (x, y, z, t in [-1,1]) -> features [N, levels*F]."""
+        out = []
+        for level in range(self.levels):
+            feat = None
+            for name, a, b in PLANES:
+                f = sample_plane(self.planes[f"l{level}_{name}"], coords[:, [a, b]])
+                feat = f if feat is None else feat * f
+            out.append(feat)
+        return torch.cat(out, dim=-1)
+
+    def spatial_planes(self) -> list[Tensor]:
+        return [p for k, p in self.planes.items() if not k.endswith("t")]
+
+    def time_planes(self) -> list[Tensor]:
+        """Planes with a time axis; time runs along dim -2 (H)."""
+        return [p for k, p in self.planes.items() if k.endswith("t")]
+
+
+def plane_tv(plane: Tensor) -> Tensor:
+    """Total variation as in K-Planes: 2 x (mean squared first difference along H + along W).
+    plane [1,F,H,W] -> scalar."""
+    dh = (plane[..., 1:, :] - plane[..., :-1, :]).square().mean()
+    dw = (plane[..., :, 1:] - plane[..., :, :-1]).square().mean()
+    return 2.0 * (dh + dw)
+
+
+def plane_smoothness(plane: Tensor) -> Tensor:
+    """Mean squared second difference along H (time, for time planes). [1,F,H,W] -> scalar."""
+    first = plane[..., 1:, :] - plane[..., :-1, :]
+    return (first[..., 1:, :] - first[..., :-1, :]).square().mean()
+
+
+def time_planes_l1(plane: Tensor) -> Tensor:
+    """Mean |1 - plane|: keeps time planes near the neutral 1. [1,F,H,W] -> scalar."""
+    return (1.0 - plane).abs().mean()
+
+
+class DeformationMLP(nn.Module):
+    """Linear(in, W) trunk; per output a head ReLU-Linear(W,W)-ReLU-Linear(W,k); Xavier init."""
+
+    def __init__(self, in_dim: int, width: int, sh_coeffs: int, generator: torch.Generator | None = None):
+        super().__init__()
+        sizes = {"dx": 3, "ds": 3, "dr": 4, "do": 1, "dsh": sh_coeffs * 3}
+        self.trunk = nn.Linear(in_dim, width)
+        self.heads = nn.ModuleDict({
+            k: nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, n))
+            for k, n in sizes.items()
+        })
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight, generator=generator)  # biases keep torch's default
+
+    def forward(self, features: Tensor, heads: tuple[str, ...] = HEADS) -> dict[str, Tensor]:
+        """features [N, in] -> {head: [N, k]} for the requested heads."""
+        hidden = self.trunk(features)
+        return {k: self.heads[k](hidden) for k in heads}
+
+
+# -- densification -----------------------------------------------------------------------------
+@dataclass
+class FourDGSStrategy(DefaultStrategy):
+    """DefaultStrategy with the 4DGaussians rules: no growth at or above `max_gaussians`, pruning
+    only above `prune_min_gaussians`, and (fine_start set) densify windows counted from the start
+    of the fine stage, as the original restarts its iteration counter per stage."""
+
+    max_gaussians: int = 360_000
+    prune_min_gaussians: int = 0
+    fine_start: int | None = None
+
+    def step_post_backward(self, params, optimizers, state, step, info, packed=False):
+        if self.fine_start is not None and step >= self.fine_start:
+            step -= self.fine_start
+        super().step_post_backward(params, optimizers, state, step, info, packed=packed)
+
+    def _grow_gs(self, params, optimizers, state, step):
+        if len(params["means"]) >= self.max_gaussians:
+            return 0, 0
+        return super()._grow_gs(params, optimizers, state, step)
+
+    def _prune_gs(self, params, optimizers, state, step):
+        if len(params["means"]) <= self.prune_min_gaussians:
+            return 0
+        return super()._prune_gs(params, optimizers, state, step)
+
+
+# -- the expert --------------------------------------------------------------------------------
+@register_expert
+class FourDGSExpert(Expert):
+    """Canonical 3D Gaussians (means, log-scales, quats, logit opacities, SH) + HexPlane field
+    + deformation MLP. Before `coarse_iterations` the Gaussians are returned undeformed."""
+
+    name = "4dgs"
+    Config = FourDGSConfig
+    presets = PRESETS
+
+    def __init__(self, config: FourDGSConfig, generator: torch.Generator | None = None):
+        super().__init__(config)
+        _check_config(config)
+        self.field = HexPlaneField(config.grid_resolution, config.grid_multires, config.grid_features,
+                                   config.grid_init_range, generator)
+        self.mlp = DeformationMLP(self.field.out_dim, config.net_width, num_sh_bases(config.sh_degree),
+                                  generator)
+        # [min; max] of the initial points: xyz is normalised to [-1,1] by it
+        self.register_buffer("aabb", torch.tensor([[-1.0] * 3, [1.0] * 3]))
+        self.active_sh_degree = 0
+        self.fine = False
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_scene(cls, data, config: FourDGSConfig, generator: torch.Generator | None = None) -> FourDGSExpert:
+        generator = generator or torch.Generator().manual_seed(0)
+        which = config.init_points
+        if which == "auto":
+            which = "downsampled" if data.scene.points.get("downsampled") else "merged"
+        pts = subsample(data.scene.load_points(which), config.max_init_points, generator)
+        expert = cls(config, generator)
+        for k, v in init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity,
+                                          torch.device("cpu")).items():
+            expert.params[k] = nn.Parameter(v)
+        xyz = expert.params["means"].detach()
+        expert.aabb.copy_(torch.stack([xyz.min(0).values, xyz.max(0).values]))
+        return expert.to(data.device)
+
+    @classmethod
+    def empty(cls, config: FourDGSConfig, device: torch.device) -> FourDGSExpert:
+        expert = cls(config)
+        expert.active_sh_degree = config.sh_degree
+        expert.fine = config.train.iterations > config.coarse_iterations
+        return expert.to(device)
+
+    # -- the field -----------------------------------------------------------------------------
+    def time_coordinate(self, t: float | Tensor) -> Tensor:
+        """Normalised time t in [0,1) -> grid coordinate: 2t-1 (whole axis) or t itself
+        (compat_half_time_axis: the original's use of the half axis [0,1)). Returns a 0-d tensor."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.aabb.device).reshape(())
+        return t if self.config.compat_half_time_axis else 2.0 * t - 1.0
+
+    def field_coords(self, xyz: Tensor, t: float | Tensor) -> Tensor:
+        """Canonical positions [N,3] and a time -> grid coordinates [N,4] in [-1,1]."""
+        lo, hi = self.aabb[0], self.aabb[1]
+        p = (xyz - lo) * (2.0 / (hi - lo).clamp_min(1e-6)) - 1.0
+        tc = self.time_coordinate(t).to(xyz.dtype).expand(xyz.shape[0], 1)
+        return torch.cat([p, tc], dim=-1)
+
+    def deltas(self, xyz: Tensor, t: float | Tensor, heads: tuple[str, ...] = HEADS) -> dict[str, Tensor]:
+        """Offsets of the Gaussians at canonical positions xyz [N,3] at time t: dx [N,3],
+        ds [N,3], dr [N,4], do [N,1], dsh [N,3K] (only the requested heads)."""
+        return self.mlp(self.field(self.field_coords(xyz, t)), heads)
+
+    # -- what the rest of the toolkit sees ------------------------------------------------------
+    def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
+        p = self.params
+        means, log_scales, quats, logit_o = p["means"], p["scales"], p["quats"], p["opacities"]
+        sh = torch.cat([p["sh0"], p["shN"]], 1)
+        if self.fine:
+            d = self.deltas(means, t)  # one batched query for every Gaussian
+            means = means + d["dx"]
+            log_scales = log_scales + d["ds"]
+            quats = quats + d["dr"]
+            logit_o = logit_o + d["do"][:, 0]
+            sh = sh + d["dsh"].view(sh.shape)
+        return Gaussians(means=means, quats=quats, scales=torch.exp(log_scales),
+                         opacities=torch.sigmoid(logit_o), sh=sh, sh_degree=self.active_sh_degree)
+
+    @torch.no_grad()
+    def trajectories(self, times: Tensor, ids: Tensor | None = None) -> Tensor:
+        """World positions of Gaussians `ids` (all when None) at `times` [T] -> [T,M,3]."""
+        xyz = self.params["means"].detach()
+        if ids is not None:
+            xyz = xyz[ids.to(xyz.device)]
+        if not self.fine:
+            return xyz.unsqueeze(0).expand(len(times), -1, -1).clone()
+        return torch.stack([xyz + self.deltas(xyz, t, ("dx",))["dx"] for t in times.tolist()])
+
+    # -- training hooks ------------------------------------------------------------------------
+    def shared_params(self) -> dict[str, nn.Parameter]:
+        out = {f"grid_{k}": v for k, v in self.field.planes.items()}
+        out.update({"mlp_" + k.replace(".", "_"): v for k, v in self.mlp.named_parameters()})
+        return out
+
+    def stage_step(self, step: int) -> int:
+        """Step counted from the start of the current stage (stage_local_schedules) or the run."""
+        c = self.config
+        if c.stage_local_schedules and step >= c.coarse_iterations:
+            return step - c.coarse_iterations
+        return step
+
+    def learning_rates(self, step: int, extent: float) -> dict[str, float]:
+        c, s = self.config, self.stage_step(step)
+        lrs = c.lr.at(s, c.lr_max_steps, extent)
+        mlp = exp_decay(s, c.deform_lr.mlp_init * extent, c.deform_lr.mlp_final * extent, c.lr_max_steps)
+        grid = exp_decay(s, c.deform_lr.grid_init * extent, c.deform_lr.grid_final * extent, c.lr_max_steps)
+        for name in self.shared_params():
+            lrs[name] = grid if name.startswith("grid_") else mlp
+        return lrs
+
+    def regularisation(self, step: int) -> Tensor | None:
+        """Grid regularisers of the fine stage (None in the coarse stage)."""
+        if step < self.config.coarse_iterations:
+            return None
+        return self.grid_regularisation()
+
+    def grid_regularisation(self) -> Tensor:
+        """plane_tv_weight x TV(spatial planes) + time_smoothness_weight x smoothness(time planes)
+        + l1_time_planes_weight x |1 - time planes|, each summed over planes and levels."""
+        c = self.config
+        tv_fn = plane_tv if c.plane_tv_mode == "tv" else plane_smoothness
+        tv = sum(tv_fn(p) for p in self.field.spatial_planes())
+        smooth = sum(plane_smoothness(p) for p in self.field.time_planes())
+        l1 = sum(time_planes_l1(p) for p in self.field.time_planes())
+        return c.plane_tv_weight * tv + c.time_smoothness_weight * smooth + c.l1_time_planes_weight * l1
+
+    def on_step(self, step: int) -> None:
+        c = self.config
+        self.active_sh_degree = min(c.sh_degree, step // max(c.sh_degree_interval, 1))
+        self.fine = step >= c.coarse_iterations
+
+    def after_step(self, step: int, ctx) -> None:
+        # the original starts the fine stage with a new optimiser and fresh densify statistics
+        if not (self.config.fresh_optimizer_at_fine and step + 1 == self.config.coarse_iterations):
+            return
+        for opt in ctx.per_opt.values():
+            opt.state.clear()
+        for key in ("grad2d", "count", "radii"):
+            if isinstance(ctx.strategy_state.get(key), Tensor):
+                ctx.strategy_state[key].zero_()
+
+    def make_strategy(self) -> FourDGSStrategy:
+        c, d = self.config, self.config.train.densify
+        return FourDGSStrategy(
+            prune_opa=d.prune_opacity,
+            grow_grad2d=d.grad_threshold,
+            grow_scale3d=d.grow_scale3d,
+            prune_scale3d=d.prune_scale3d,
+            refine_start_iter=d.start,
+            refine_stop_iter=d.stop if d.enabled else 0,
+            refine_every=d.every,
+            reset_every=d.reset_every if d.reset_every > 0 else 10**9,
+            max_gaussians=c.max_gaussians,
+            prune_min_gaussians=c.prune_min_gaussians,
+            fine_start=c.coarse_iterations if c.stage_local_schedules else None,
+        )
+
+    # -- persistence ---------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"active_sh_degree": self.active_sh_degree, "fine": self.fine,
+                "aabb": self.aabb.detach().cpu().tolist()}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
+        self.fine = bool(state.get("fine", self.fine))
+        if "aabb" in state:
+            self.aabb.copy_(torch.tensor(state["aabb"], dtype=self.aabb.dtype))
+
+
+__all__ = ["FourDGSExpert", "FourDGSConfig", "FourDGSStrategy", "HexPlaneField", "DeformationMLP",
+           "DeformLR", "sample_plane", "plane_tv", "plane_smoothness", "time_planes_l1"]

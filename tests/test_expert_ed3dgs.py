@@ -1,0 +1,245 @@
+"""E-D3DGS expert: temporal table, coarse-to-fine rows, k-NN smoothness, densification
+alignment, per-camera time offsets, save/load, gradients, a short training run."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from gsplat.strategy import ops
+
+from moegs_bench.data.load import load_scene
+from moegs_bench.errors import ConfigError
+from moegs_bench.experts.ed3dgs import (
+    ED3DGSExpert,
+    knn_graph,
+    resize_rows,
+    rows_at,
+    sample_rows,
+    smoothness,
+)
+from moegs_bench.experts.registry import expert_config, get_expert
+from moegs_bench.train.loop import make_optimizers, train_expert
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture(scope="module")
+def data(tiny_scene_dir):
+    return load_scene(tiny_scene_dir, CPU)
+
+
+def make(data, points=400, **overrides):
+    cfg = expert_config("ed3dgs", "tiny", {"max_init_points": points, **overrides})
+    return ED3DGSExpert.from_scene(data, cfg, torch.Generator().manual_seed(0))
+
+
+def randomise(expert, seed=0):
+    """Non-zero embeddings and table so that deformations differ between Gaussians and times."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        expert.params["embedding"].copy_(torch.randn(expert.params["embedding"].shape, generator=g))
+        expert.temporal.copy_(torch.randn(expert.temporal.shape, generator=g))
+    expert.on_step(10_000)  # annealing done, all rows, all SH bands
+
+
+# -- temporal table ------------------------------------------------------------------------------
+def test_sample_rows_hits_rows_and_interpolates_linearly():
+    table = torch.randn(5, 7)
+    for r in range(5):
+        assert torch.allclose(sample_rows(table, torch.tensor(r / 4)), table[r], atol=1e-6)
+    t = torch.tensor(0.3)  # position 1.2: 80% row 1, 20% row 2
+    assert torch.allclose(sample_rows(table, t), 0.8 * table[1] + 0.2 * table[2], atol=1e-6)
+    # reflection outside [0,1] (the authors' padding) and a gradient in t
+    assert torch.allclose(sample_rows(table, torch.tensor(-0.1)), sample_rows(table, torch.tensor(0.1)))
+    assert torch.allclose(sample_rows(table, torch.tensor(1.1)), sample_rows(table, torch.tensor(0.9)))
+    t = torch.tensor(0.3, requires_grad=True)
+    sample_rows(table, t).sum().backward()
+    assert torch.allclose(t.grad, 4 * (table[2] - table[1]).sum(), atol=1e-5)
+
+
+def test_resize_rows_keeps_the_represented_function():
+    # rows of an affine function of time: any linear resampling represents the same function
+    times = torch.linspace(0, 1, 9)[:, None]
+    table = torch.cat([2 * times + 1, -times], 1)
+    for rows in (3, 5, 9, 17):
+        small = resize_rows(table, rows)
+        assert small.shape == (rows, 2)
+        for t in torch.linspace(0, 1, 23):
+            assert torch.allclose(sample_rows(small, t), sample_rows(table, t), atol=1e-5)
+    # a general table: the resized rows are the original function at the new row times
+    table = torch.randn(150, 4)
+    r30 = resize_rows(table, 30)
+    for j in (0, 7, 29):
+        assert torch.allclose(r30[j], sample_rows(table, torch.tensor(j / 29)), atol=1e-5)
+    assert resize_rows(table, 150) is table
+
+
+def test_fine_rows_follow_the_coarse_to_fine_schedule(data):
+    assert rows_at(0, 30, 150, 10_000) == 30
+    assert rows_at(5000, 30, 150, 10_000) == 90
+    assert rows_at(10_000, 30, 150, 10_000) == 150 and rows_at(80_000, 30, 150, 10_000) == 150
+    assert rows_at(0, 5, 25, 0) == 25  # Technicolor: all rows from the start
+    expert = make(data)  # tiny: 3 -> 8 rows over 150 steps
+    counts = []
+    for step in (0, 75, 150, 399):
+        expert.on_step(step)
+        counts.append(expert.fine_rows())
+    assert counts == [3, 5, 8, 8]
+    paper = expert_config("ed3dgs", "paper")
+    assert (paper.temporal_rows, paper.coarse_rows, paper.c2f_steps) == (150, 30, 10_000)
+    tech = expert_config("ed3dgs", "technicolor")
+    assert (tech.temporal_rows, tech.coarse_rows, tech.c2f_steps, tech.lr.time_offset) == (25, 5, 0, 0.0)
+
+
+def test_annealing_ramps_deformations_in(data):
+    expert = make(data)  # tiny: dx/dr over 25 steps, ds/do/dSH from step 50 over 25
+    assert expert.anneal(0) == (0.0, 0.0)
+    assert expert.anneal(10) == pytest.approx((0.4, 0.0))
+    assert expert.anneal(60) == pytest.approx((1.0, 0.4))
+    assert expert.anneal(1000) == (1.0, 1.0)
+    randomise(expert)
+    expert.on_step(0)
+    g = expert.gaussians_at(0.5)
+    assert torch.equal(g.means, expert.params["means"])  # no deformation before annealing starts
+
+
+# -- k-NN smoothness ------------------------------------------------------------------------------------
+def test_knn_weights_on_toy_points():
+    pts = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [0.03, 0, 0], [1.0, 0, 0]])
+    idx, d2 = knn_graph(pts, 2, chunk=3)  # chunk smaller than N: the chunked path
+    assert idx[0].tolist() == [1, 2] and idx[3].tolist() == [2, 1]
+    assert torch.allclose(d2[0], torch.tensor([1e-4, 9e-4]))
+    w = torch.exp(-2000 * d2)
+    assert w[0, 0] == pytest.approx(math.exp(-0.2), rel=1e-5) and w[3, 0] < 1e-300 + 1e-30
+    emb = torch.tensor([[0.0], [1.0], [1.0], [5.0]])
+    expect = torch.sqrt((emb[:, None, 0] - emb[idx, 0]).square() * w + 1e-20).mean()
+    assert torch.allclose(smoothness(emb, idx, w), expect)
+
+
+def test_neighbours_recomputed_after_densification(data):
+    expert = make(data, points=60, knn=4, knn_weight_scale=2000.0)
+    expert.regularisation(0)
+    idx, w = expert._neighbours()
+    d2 = torch.cdist(expert.params["means"], expert.params["means"]).square()
+    assert torch.allclose(w[:, 0], torch.exp(-2000 * d2.fill_diagonal_(float("inf")).min(1).values))
+    per, _ = make_optimizers(expert)
+    mask = torch.zeros(expert.num_gaussians, dtype=torch.bool)
+    mask[:5] = True
+    ops.duplicate(expert.params, per, {}, mask)
+    expert.on_densify()
+    idx2, w2 = expert._neighbours()
+    assert idx2.shape == (65, 4)
+    # a duplicate sits on its source: its nearest neighbour is at distance 0, weight 1
+    assert torch.allclose(w2[60:, 0], torch.ones(5))
+    assert set(idx2[60:, 0].tolist()) == set(range(5))
+
+
+# -- densification keeps rows aligned ----------------------------------------------------------------
+def test_split_duplicate_remove_keep_embeddings_with_their_gaussians(data):
+    expert = make(data, points=50)
+    n = expert.num_gaussians
+    with torch.no_grad():  # tag every row of every tensor with the Gaussian's index
+        expert.params["opacities"].copy_(torch.arange(n, dtype=torch.float32) / 100)
+        expert.params["embedding"][:, 0] = torch.arange(n, dtype=torch.float32)
+        expert.params["sh0"][:, 0, 0] = torch.arange(n, dtype=torch.float32)
+    per, _ = make_optimizers(expert)
+    torch.manual_seed(0)
+    ops.split(expert.params, per, {}, torch.arange(n) % 3 == 0)
+    ops.duplicate(expert.params, per, {}, torch.arange(expert.num_gaussians) % 4 == 0)
+    ops.remove(expert.params, per, {}, torch.arange(expert.num_gaussians) % 5 == 1)
+    m = expert.num_gaussians
+    for name, p in expert.params.items():
+        assert p.shape[0] == m, name
+        assert per[name].param_groups[0]["params"][0] is p
+    tag = expert.params["embedding"][:, 0]
+    assert torch.allclose(tag / 100, expert.params["opacities"])
+    assert torch.equal(tag, expert.params["sh0"][:, 0, 0])
+    assert len(expert.gaussians_at(0.3)) == m
+
+
+def test_training_with_densification_keeps_tensors_aligned(data):
+    expert = make(data, points=200, train={"iterations": 25, "checkpoint_every": 0,
+                                           "densify": {"start": 10, "stop": 22, "every": 10,
+                                                       "grad_threshold": 1e-5}})
+    n0 = expert.num_gaussians
+    result = train_expert(expert, data, seed=0)
+    assert result.steps == 25 and math.isfinite(result.final_loss)
+    assert expert.num_gaussians != n0
+    for name, p in expert.params.items():
+        assert p.shape[0] == expert.num_gaussians, name
+    idx, _ = expert._neighbours()
+    assert idx.shape[0] == expert.num_gaussians
+
+
+# -- per-camera time offsets -------------------------------------------------------------------------------
+def test_time_offsets_apply_to_training_cameras_only(data):
+    expert = make(data)
+    randomise(expert)
+    train_cams = sorted(data.splits["train"].cams.unique().tolist())
+    test_cam = int(data.splits["test"].cams[0])
+    assert expert.camera_dependent and test_cam not in train_cams
+    before = {c: expert.gaussians_at(0.4, camera=c).means.clone() for c in (train_cams[0], test_cam)}
+    with torch.no_grad():
+        expert.time_offsets.fill_(0.05)
+    assert not torch.allclose(expert.gaussians_at(0.4, camera=train_cams[0]).means, before[train_cams[0]])
+    assert torch.allclose(expert.gaussians_at(0.4, camera=train_cams[0]).means,
+                          expert.gaussians_at(0.45, camera=test_cam).means, atol=1e-6)
+    assert torch.equal(expert.gaussians_at(0.4, camera=test_cam).means, before[test_cam])
+    assert torch.equal(expert.gaussians_at(0.4).means, before[test_cam])
+    # the authors' rule for unseen cameras: the mean offset of the trained ones
+    mean_cfg = expert_config("ed3dgs", "tiny", {"max_init_points": 400, "test_offset": "mean"})
+    expert.config = mean_cfg
+    assert torch.allclose(expert.gaussians_at(0.4, camera=test_cam).means,
+                          expert.gaussians_at(0.4, camera=train_cams[0]).means, atol=1e-6)
+    # offsets disabled (Technicolor): views of one time render together
+    off = make(data, lr={"time_offset": 0.0})
+    assert not off.camera_dependent
+
+
+# -- persistence and gradients -------------------------------------------------------------------------------
+def test_save_load_round_trip(data, tmp_path):
+    expert = make(data)
+    randomise(expert)
+    with torch.no_grad():
+        expert.time_offsets.uniform_(-0.01, 0.01)
+    path = expert.save(tmp_path / "model.pt")
+    loaded = get_expert("ed3dgs").load(path, CPU)
+    assert loaded.step == expert.step and torch.equal(loaded.train_cameras, expert.train_cameras)
+    for cam in (None, 0, 1):
+        a, b = expert.gaussians_at(0.37, camera=cam), loaded.gaussians_at(0.37, camera=cam)
+        for f in ("means", "quats", "scales", "opacities", "sh"):
+            assert torch.equal(getattr(a, f), getattr(b, f)), f
+    times = torch.tensor([0.0, 0.5])
+    assert torch.equal(expert.trajectories(times), loaded.trajectories(times))
+
+
+def test_gradients_reach_every_parameter(data):
+    expert = make(data, points=100)
+    randomise(expert)
+    cam = int(data.splits["train"].cams[0])
+    g = expert.gaussians_at(0.4, camera=cam)
+    loss = g.means.square().sum() + g.quats.sum() + g.scales.sum() + g.opacities.sum() + g.sh.square().sum()
+    loss = loss + expert.regularisation(1000)
+    loss.backward()
+    for name, p in list(expert.params.items()) + list(expert.shared_params().items()):
+        assert p.grad is not None and p.grad.abs().sum() > 0, name
+    rates = expert.learning_rates(0, data.extent)
+    assert set(rates) == set(expert.params) | set(expert.shared_params())
+
+
+def test_trajectories_match_gaussians_at(data):
+    expert = make(data, points=80)
+    randomise(expert)
+    times = torch.tensor([0.0, 0.25, 0.8])
+    ids = torch.tensor([3, 7, 11])
+    tr = expert.trajectories(times, ids)
+    assert tr.shape == (3, 3, 3) and not tr.requires_grad
+    for i, t in enumerate(times):
+        assert torch.allclose(tr[i], expert.gaussians_at(t).means[ids].detach(), atol=1e-6)
+
+
+def test_bad_config_gets_one_clear_error(data):
+    with pytest.raises(ConfigError, match="coarse_rows"):
+        make(data, coarse_rows=20)
