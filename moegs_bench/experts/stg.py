@@ -1,0 +1,404 @@
+"""`stg`: Spacetime Gaussians (Li et al. 2024): polynomial motion, temporal radial-basis
+opacity, time-tagged initialisation, optional per-pixel feature decoder and error-guided
+sampling of new Gaussians (REFERENCE.md §2 "STG")."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..render.gaussians import Gaussians
+from ..render.sh import rgb_to_sh0
+from ..train.densify import append_gaussians
+from ..train.schedules import exp_decay
+from .base import DensifyConfig, Expert, TrainConfig
+from .common import init_gaussian_tensors, subsample
+from .registry import register_expert
+
+ColorMode = Literal["rgb", "sh", "features"]
+# s_t (log temporal scale) at initialisation per dataset (REFERENCE.md §2: N3V 0, Technicolor 2)
+TIME_SCALE_BY_DATASET = {"n3v": 0.0, "technicolor": 2.0}
+DECODER_IN, DECODER_HIDDEN = 12, 6  # [specular 3, time feature 3, ray origin 3, ray direction 3]
+
+
+@dataclass
+class STGLR:
+    """STG learning rates (REFERENCE.md §2 "STG"); means and motion scale with the extent."""
+
+    means_init: float = 1.6e-4
+    means_final: float = 1.6e-6
+    motion: float = 1.6e-4 * 0.5 * 3.5  # position lr x 0.5 x movelr, as the original
+    omega: float = 1e-4
+    time_center: float = 1e-4
+    time_scale: float = 0.03
+    color: float = 2.5e-3  # rgb / base+specular features / SH DC
+    shN: float = 2.5e-3 / 20
+    features_t: float = 1e-3
+    decoder: float = 1e-4  # the original's rgb decoder lr
+    opacities: float = 0.05
+    scales: float = 5e-3
+    quats: float = 1e-3
+
+
+@dataclass
+class ErrorSamplingConfig:
+    """Error-guided sampling: new Gaussians along the rays of badly reconstructed pixels at
+    the rendered depth (REFERENCE.md §2: from iteration 1600). Bounded per event."""
+
+    enabled: bool = True
+    start: int = 1600
+    stop: int = 9000
+    every: int = 1000
+    threshold: float = 0.15  # mean absolute error per pixel (images in [0,1])
+    max_rays: int = 256  # per view and event
+    per_ray: int = 2  # Gaussians sampled per ray
+    near_ratio: float = 0.8  # sampled depths: rendered depth x linspace(near_ratio, far_ratio)
+    far_ratio: float = 1.2
+    init_opacity: float = 0.1
+
+
+@dataclass
+class STGConfig:
+    """Spacetime Gaussians defaults (REFERENCE.md §2 "STG")."""
+
+    color: ColorMode = "sh"  # MoE-GS authors' choice on N3V; "rgb" = STG lite, "features" = STG full
+    sh_degree: int = 3
+    sh_degree_interval: int = 1000
+    init_opacity: float = 0.1
+    init_points: str = "merged"  # the time-tagged union of per-frame points
+    # "all": every point; "frame0_isolated": all of frame 0 + the most isolated rest (N3V);
+    # "auto": frame0_isolated on n3v scenes, else all
+    init_rule: Literal["auto", "all", "frame0_isolated"] = "auto"
+    isolated_fraction: float = 0.25
+    max_init_points: int = 0  # random subset after the rule (0 = all)
+    time_scale_init: float | None = None  # s_t; None: by dataset (n3v 0, technicolor 2, else 0)
+    lr: STGLR = field(default_factory=STGLR)
+    error_sampling: ErrorSamplingConfig = field(default_factory=ErrorSamplingConfig)
+    train: TrainConfig = field(default_factory=lambda: TrainConfig(
+        iterations=30_000, batch_size=2, same_time=True,
+        densify=DensifyConfig(start=500, stop=9000, every=100, grad_threshold=2e-4, reset_every=3000)))
+
+
+PRESETS: dict[str, dict] = {
+    # STG schedule on real datasets (30k steps, 2 views of one time, densify 500..9000)
+    "paper": {},
+    # synthetic `full` on one GPU: a few minutes; times span [0,1) like one STG segment but
+    # motion is fast, so the temporal window starts narrower (width e^-1 of the sequence)
+    "fast": {"time_scale_init": -1.0, "max_init_points": 100_000,
+             "error_sampling": {"start": 1000, "stop": 5000, "every": 1000},
+             "train": {"iterations": 8000,
+                       "densify": {"start": 500, "stop": 5000, "every": 100, "reset_every": 3000}}},
+    # CPU demo scale (synthetic `small`)
+    "small": {"sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000, "time_scale_init": -1.0,
+              "error_sampling": {"start": 400, "stop": 1200, "every": 200, "max_rays": 128},
+              "train": {"iterations": 1500, "checkpoint_every": 500,
+                        "densify": {"start": 200, "stop": 1200, "every": 100, "reset_every": 0}}},
+    # CPU tests (synthetic `tiny`): seconds
+    # (2 views per step: 300 steps see 600 images, static's tiny 400 steps see 400)
+    "tiny": {"sh_degree": 1, "sh_degree_interval": 150, "max_init_points": 2500, "time_scale_init": -1.0,
+             "error_sampling": {"start": 120, "stop": 280, "every": 80, "max_rays": 64},
+             "train": {"iterations": 300, "checkpoint_every": 100,
+                       "densify": {"start": 80, "stop": 250, "every": 40, "reset_every": 0}}},
+}
+
+
+# -- the STG model as functions of the parameters ---------------------------------------------
+def temporal_opacity(opacity_logit: Tensor, time_center: Tensor, time_scale: Tensor, t: Tensor) -> Tensor:
+    """sigmoid(o) · exp(−((t − μ_t) / exp(s_t))²). All [N] (t scalar) -> [N]."""
+    return torch.sigmoid(opacity_logit) * torch.exp(-((t - time_center) / torch.exp(time_scale)).square())
+
+
+def polynomial_position(means: Tensor, motion: Tensor, delta: Tensor) -> Tensor:
+    """x + v·Δ + a·Δ² + j·Δ³. means [N,3], motion [N,9] = [v, a, j], delta [N] or [T,N] ->
+    [N,3] or [T,N,3]."""
+    d = delta[..., None]
+    v, a, j = motion[:, 0:3], motion[:, 3:6], motion[:, 6:9]
+    return means + v * d + a * d * d + j * d * d * d
+
+
+def polynomial_velocity(motion: Tensor, delta: Tensor) -> Tensor:
+    """d x / d t = v + 2a·Δ + 3j·Δ². motion [N,9], delta [N] -> [N,3]."""
+    d = delta[..., None]
+    return motion[:, 0:3] + 2 * motion[:, 3:6] * d + 3 * motion[:, 6:9] * d * d
+
+
+def rotation_at(quats: Tensor, omega: Tensor, delta: Tensor) -> Tensor:
+    """normalize(q + ω·Δ). quats, omega [N,4], delta [N] -> unit quaternions [N,4]."""
+    return F.normalize(quats + omega * delta[:, None], dim=-1)
+
+
+def pixel_rays(viewmats: Tensor, Ks: Tensor, width: int, height: int) -> Tensor:
+    """World ray origins and unit directions through pixel centres: [C,H,W,6]."""
+    C = viewmats.shape[0]
+    v, u = torch.meshgrid(torch.arange(height, device=Ks.device, dtype=Ks.dtype) + 0.5,
+                          torch.arange(width, device=Ks.device, dtype=Ks.dtype) + 0.5, indexing="ij")
+    pix = torch.stack([u, v, torch.ones_like(u)], -1)  # [H,W,3]
+    dirs_cam = torch.einsum("cij,hwj->chwi", torch.linalg.inv(Ks), pix)
+    R, tr = viewmats[:, :3, :3], viewmats[:, :3, 3]
+    dirs = F.normalize(torch.einsum("cji,chwj->chwi", R, dirs_cam), dim=-1)  # R^T d
+    origins = -(R.transpose(1, 2) @ tr[..., None])[..., 0]
+    return torch.cat([origins[:, None, None].expand(C, height, width, 3), dirs], -1)
+
+
+def decode_features(rendered: Tensor, rays: Tensor, w1: Tensor, w2: Tensor) -> Tensor:
+    """STG full colour: sigmoid(base + MLP([specular, time feature, rays])), the MLP being
+    1x1 convolutions 12 -> 6 -> 3 without bias and a ReLU between.
+    rendered [C,H,W,9], rays [C,H,W,6], w1 [6,12], w2 [3,6] -> RGB [C,H,W,3]."""
+    base, rest = rendered[..., :3], rendered[..., 3:9]
+    x = torch.cat([rest, rays], -1)
+    return torch.sigmoid(base + torch.relu(x @ w1.T) @ w2.T)
+
+
+def select_init_points(pts: dict[str, np.ndarray], rule: str, fraction: float, chunk: int = 4096) -> dict[str, np.ndarray]:
+    """The N3V rule: every point of frame 0 plus the `fraction` of the other frames' points
+    farthest from any frame-0 point (new content), or all points (rule "all")."""
+    if rule == "all":
+        return pts
+    first = pts["frame"] == pts["frame"].min()
+    rest = np.nonzero(~first)[0]
+    if len(rest) == 0 or not first.any():
+        return pts
+    base = torch.as_tensor(pts["xyz"][first], dtype=torch.float32)
+    other = torch.as_tensor(pts["xyz"][rest], dtype=torch.float32)
+    dist = torch.cat([torch.cdist(other[i:i + chunk], base).min(1).values for i in range(0, len(other), chunk)])
+    k = int(math.ceil(fraction * len(rest)))
+    keep = np.sort(np.concatenate([np.nonzero(first)[0], rest[dist.topk(k).indices.numpy()]]))
+    return {k_: v[keep] for k_, v in pts.items()}
+
+
+@register_expert
+class STGExpert(Expert):
+    """Per Gaussian: means, log-scales, quats, logit opacity, motion [N,9] (v, a, j), omega
+    [N,4], time_center μ_t [N], time_scale s_t [N] (log), and colour: `colors` [N,3] (rgb),
+    `sh0`/`shN` (sh) or `colors` [N,6] + `features_t` [N,3] (features; shared decoder)."""
+
+    name = "stg"
+    Config = STGConfig
+    presets = PRESETS
+
+    def __init__(self, config: STGConfig):
+        super().__init__(config)
+        self.active_sh_degree = 0
+        if config.color == "features":
+            self.decoder_w1 = nn.Parameter(torch.empty(DECODER_HIDDEN, DECODER_IN))
+            self.decoder_w2 = nn.Parameter(torch.empty(3, DECODER_HIDDEN))
+            for w in (self.decoder_w1, self.decoder_w2):  # nn.Conv2d's default initialisation
+                nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+
+    # -- construction --------------------------------------------------------------------------
+    @classmethod
+    def from_scene(cls, data, config: STGConfig, generator: torch.Generator | None = None) -> STGExpert:
+        generator = generator or torch.Generator().manual_seed(0)
+        rule = config.init_rule
+        if rule == "auto":
+            rule = "frame0_isolated" if data.scene.dataset == "n3v" else "all"
+        pts = select_init_points(data.scene.load_points(config.init_points), rule, config.isolated_fraction)
+        pts = subsample(pts, config.max_init_points, generator)
+        s_t = config.time_scale_init
+        if s_t is None:
+            s_t = TIME_SCALE_BY_DATASET.get(data.scene.dataset, 0.0)
+        expert = cls(config).to(data.device)
+        for k, v in expert.initial_tensors(pts, s_t, data.device).items():
+            expert.params[k] = nn.Parameter(v)
+        return expert
+
+    def initial_tensors(self, pts: dict[str, np.ndarray], time_scale: float, device) -> dict[str, Tensor]:
+        """Rows for points xyz [P,3], rgb [P,3] uint8, time [P]: static 3DGS init, zero motion,
+        μ_t = the point's frame time, s_t = time_scale, colour per mode."""
+        base = init_gaussian_tensors(pts["xyz"], pts["rgb"], self.config.sh_degree, self.config.init_opacity, device)
+        n = base["means"].shape[0]
+        out = {k: base[k] for k in ("means", "scales", "quats", "opacities")}
+        out["motion"] = torch.zeros(n, 9, device=device)
+        out["omega"] = torch.zeros(n, 4, device=device)
+        out["time_center"] = torch.as_tensor(pts["time"], dtype=torch.float32, device=device).reshape(n)
+        out["time_scale"] = torch.full((n,), float(time_scale), device=device)
+        rgb = torch.as_tensor(pts["rgb"], dtype=torch.float32, device=device) / 255.0
+        out.update(self._color_rows(rgb, base))
+        return out
+
+    def _color_rows(self, rgb: Tensor, base: dict[str, Tensor] | None = None) -> dict[str, Tensor]:
+        """Colour tensors for new Gaussians of colour rgb [M,3] in [0,1]."""
+        mode, m = self.config.color, rgb.shape[0]
+        if mode == "rgb":
+            return {"colors": rgb.clone()}
+        if mode == "sh":
+            k = (self.config.sh_degree + 1) ** 2
+            return {"sh0": rgb_to_sh0(rgb)[:, None, :], "shN": rgb.new_zeros(m, k - 1, 3)}
+        # base starts at logit(colour) so that sigmoid(base + MLP) starts near it; specular = colour
+        base_logit = torch.logit(rgb.clamp(0.02, 0.98))
+        return {"colors": torch.cat([base_logit, rgb], 1), "features_t": rgb.new_zeros(m, 3)}
+
+    @classmethod
+    def empty(cls, config: STGConfig, device: torch.device) -> STGExpert:
+        expert = cls(config)
+        expert.active_sh_degree = config.sh_degree
+        return expert.to(device)
+
+    # -- the model at time t -----------------------------------------------------------------------
+    def gaussians_at(self, t: float | Tensor, camera: int | None = None) -> Gaussians:
+        p = self.params
+        t = torch.as_tensor(t, dtype=p["means"].dtype, device=p["means"].device)
+        delta = t - p["time_center"]
+        # the original detaches Δ in motion and colour: μ_t learns from the opacity term only
+        d = delta.detach()
+        g = dict(
+            means=polynomial_position(p["means"], p["motion"], d),
+            quats=rotation_at(p["quats"], p["omega"], d),
+            scales=torch.exp(p["scales"]),
+            opacities=temporal_opacity(p["opacities"], p["time_center"], p["time_scale"], t),
+        )
+        mode = self.config.color
+        if mode == "sh":
+            return Gaussians(**g, sh=torch.cat([p["sh0"], p["shN"]], 1), sh_degree=self.active_sh_degree)
+        if mode == "rgb":
+            return Gaussians(**g, features=p["colors"])
+        return Gaussians(**g, features=torch.cat([p["colors"], d[:, None] * p["features_t"]], 1))
+
+    def decode(self, rendered: Tensor, viewmats: Tensor, Ks: Tensor, t: Tensor) -> Tensor:
+        """features mode: [C,H,W,9] -> RGB [C,H,W,3] through the shared MLP; else unchanged."""
+        if self.config.color != "features":
+            return rendered
+        C, H, W, _ = rendered.shape
+        return decode_features(rendered, pixel_rays(viewmats, Ks, W, H), self.decoder_w1, self.decoder_w2)
+
+    @torch.no_grad()
+    def trajectories(self, times: Tensor, ids: Tensor | None = None) -> Tensor:
+        """World positions [T,M,3] of Gaussians `ids` (None: all) at `times` [T]."""
+        p = self.params
+        sel = slice(None) if ids is None else ids
+        times = torch.as_tensor(times, dtype=p["means"].dtype, device=p["means"].device)
+        delta = times[:, None] - p["time_center"][sel][None]
+        return polynomial_position(p["means"][sel], p["motion"][sel], delta)
+
+    # -- training hooks ------------------------------------------------------------------------------
+    def shared_params(self) -> dict[str, nn.Parameter]:
+        if self.config.color != "features":
+            return {}
+        return {"decoder_w1": self.decoder_w1, "decoder_w2": self.decoder_w2}
+
+    def on_step(self, step: int) -> None:
+        interval = max(self.config.sh_degree_interval, 1)
+        self.active_sh_degree = min(self.config.sh_degree, step // interval)
+
+    def learning_rates(self, step: int, extent: float) -> dict[str, float]:
+        lr, mode = self.config.lr, self.config.color
+        out = {
+            "means": exp_decay(step, lr.means_init * extent, lr.means_final * extent, self.config.train.iterations),
+            "scales": lr.scales, "quats": lr.quats, "opacities": lr.opacities,
+            "motion": lr.motion * extent, "omega": lr.omega,
+            "time_center": lr.time_center, "time_scale": lr.time_scale,
+        }
+        if mode == "sh":
+            out.update(sh0=lr.color, shN=lr.shN)
+        else:
+            out["colors"] = lr.color
+        if mode == "features":
+            out.update(features_t=lr.features_t, decoder_w1=lr.decoder, decoder_w2=lr.decoder)
+        return out
+
+    def after_step(self, step: int, ctx) -> None:
+        """Error-guided sampling on its schedule (see ErrorSamplingConfig)."""
+        es = self.config.error_sampling
+        if not es.enabled or step < es.start or step >= es.stop or (step - es.start) % max(es.every, 1):
+            return
+        rows = self.error_guided_rows(ctx)
+        if rows is not None:
+            append_gaussians(self.params, ctx.per_opt, rows, ctx.strategy_state)
+
+    @torch.no_grad()
+    def error_guided_rows(self, ctx) -> dict[str, Tensor] | None:
+        """New Gaussians for the step's views: for each view, the (at most max_rays) pixels
+        with mean absolute error above the threshold; `per_ray` points along each pixel ray
+        around the rendered depth, at the view's time (μ_t = t, so they sit exactly there),
+        with the ground-truth colour and the other parameters of the nearest Gaussian.
+        Returns rows for every per-Gaussian tensor, or None when no pixel qualifies."""
+        es, data = self.config.error_sampling, ctx.data
+        err = (ctx.pred - ctx.gt).abs().mean(-1)  # [B,H,W]
+        depth, alpha = _view_depths(ctx)
+        points, colors, times = [], [], []
+        for b in range(err.shape[0]):
+            sampled = _sample_view(err[b], depth[b], alpha[b], ctx.gt[b], es, *data.camera_batch(ctx.cams[b:b + 1]))
+            if sampled is None:
+                continue
+            pts, rgb = sampled
+            points.append(pts)
+            colors.append(rgb)
+            times.append(data.times[int(ctx.frames[b])].expand(pts.shape[0]))
+        if not points:
+            return None
+        return self._rows_at(torch.cat(points), torch.cat(colors), torch.cat(times))
+
+    def _rows_at(self, points: Tensor, rgb: Tensor, times: Tensor) -> dict[str, Tensor]:
+        """Rows for Gaussians at world points [M,3] with colours [M,3] at times [M]: copies of
+        the nearest Gaussian (positions compared at that time), then position, time centre,
+        opacity and colour set."""
+        p = self.params
+        nearest = torch.empty(points.shape[0], dtype=torch.long, device=points.device)
+        for t in torch.unique(times):
+            sel = times == t
+            pos = polynomial_position(p["means"], p["motion"], t - p["time_center"])
+            nearest[sel] = torch.cdist(points[sel], pos).argmin(1)
+        rows = {k: v.detach()[nearest].clone() for k, v in p.items()}
+        rows["means"] = points
+        rows["time_center"] = times.clone()
+        rows["opacities"] = torch.full_like(rows["opacities"], math.log(
+            self.config.error_sampling.init_opacity / (1 - self.config.error_sampling.init_opacity)))
+        rows.update(self._color_rows(rgb))
+        return rows
+
+    # -- persistence ----------------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        return {"active_sh_degree": self.active_sh_degree}
+
+    def load_extra_state(self, state: dict) -> None:
+        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
+
+
+def _view_depths(ctx) -> tuple[Tensor, Tensor]:
+    """Rendered depth and alpha [B,H,W] of the step's views, in view order (the loop renders one
+    group per distinct frame, in order of first appearance; STG is not camera-dependent)."""
+    groups: dict[int, list[int]] = {}
+    for i, f in enumerate(ctx.frames.tolist()):
+        groups.setdefault(f, []).append(i)
+    depth = [None] * len(ctx.frames)
+    alpha = [None] * len(ctx.frames)
+    for out, members in zip(ctx.outputs, groups.values(), strict=True):
+        for j, i in enumerate(members):
+            depth[i], alpha[i] = out.depth[j, ..., 0], out.alpha[j, ..., 0]
+    return torch.stack(depth).detach(), torch.stack(alpha).detach()
+
+
+def _sample_view(err: Tensor, depth: Tensor, alpha: Tensor, gt: Tensor, es: ErrorSamplingConfig,
+                 viewmat: Tensor, K: Tensor) -> tuple[Tensor, Tensor] | None:
+    """World points [M,3] and colours [M,3] sampled along the worst pixels' rays of one view.
+    err, depth, alpha [H,W]; gt [H,W,3]; viewmat [1,4,4]; K [1,3,3]."""
+    covered = alpha > 0.5
+    if not covered.any():
+        return None  # no depth to sample at
+    flat = err.flatten()
+    n = min(es.max_rays, int((flat > es.threshold).sum()))
+    if n == 0:
+        return None
+    idx = flat.topk(n).indices
+    W = err.shape[1]
+    v, u = idx // W, idx % W
+    # uncovered pixels have no depth of their own: use the view's median covered depth
+    z = torch.where(covered.flatten()[idx], depth.flatten()[idx], depth[covered].median())
+    ratios = torch.linspace(es.near_ratio, es.far_ratio, es.per_ray, device=err.device)
+    zs = (z[:, None] * ratios[None]).reshape(-1)  # [n*per_ray]
+    pix = torch.stack([u + 0.5, v + 0.5, torch.ones_like(u, dtype=err.dtype)], -1).to(err.dtype)
+    cam = (torch.linalg.inv(K[0]) @ pix.T).T.repeat_interleave(es.per_ray, 0) * zs[:, None]
+    R, t = viewmat[0, :3, :3], viewmat[0, :3, 3]
+    world = (cam - t) @ R  # R^T (p - t), row form
+    rgb = gt.reshape(-1, 3)[idx].repeat_interleave(es.per_ray, 0)
+    return world, rgb
+
+
+__all__ = ["STGExpert", "STGConfig", "STGLR", "ErrorSamplingConfig", "temporal_opacity", "polynomial_position",
+           "polynomial_velocity", "rotation_at", "decode_features", "pixel_rays", "select_init_points"]
