@@ -107,22 +107,27 @@ class Expert(nn.Module, metaclass=ABCMeta):
         e.g. STG's feature MLP). Default: the channels already are RGB."""
         return rendered
 
+    def strategy_settings(self) -> dict:
+        """gsplat DefaultStrategy keyword arguments from this expert's `train.densify`
+        (strategy subclasses of experts start from these too)."""
+        d = self.config.train.densify
+        return {
+            "prune_opa": d.prune_opacity,
+            "grow_grad2d": d.grad_threshold,
+            "grow_scale3d": d.grow_scale3d,
+            "prune_scale3d": d.prune_scale3d,
+            "refine_start_iter": d.start,
+            "refine_stop_iter": d.stop if d.enabled else 0,
+            "refine_every": d.every,
+            "reset_every": d.reset_every if d.reset_every > 0 else 10**9,
+        }
+
     def make_strategy(self):
         """The densification strategy (a gsplat Strategy). Default: gsplat's DefaultStrategy
-        with this expert's `train.densify` settings; experts with their own rules override."""
+        with `strategy_settings()`; experts with their own rules override."""
         from gsplat.strategy import DefaultStrategy
 
-        d = self.config.train.densify
-        return DefaultStrategy(
-            prune_opa=d.prune_opacity,
-            grow_grad2d=d.grad_threshold,
-            grow_scale3d=d.grow_scale3d,
-            prune_scale3d=d.prune_scale3d,
-            refine_start_iter=d.start,
-            refine_stop_iter=d.stop if d.enabled else 0,
-            refine_every=d.every,
-            reset_every=d.reset_every if d.reset_every > 0 else 10**9,
-        )
+        return DefaultStrategy(**self.strategy_settings())
 
     def after_step(self, step: int, ctx) -> None:
         """Called once per step after the optimisers and the strategy ran, with a

@@ -403,18 +403,8 @@ class Ex4DGSExpert(Expert):
         rot[:, last + 1:] = torch.where(dynamic[:, None, None], rot[:, last:last + 1], rot[:, last + 1:])
 
     def make_strategy(self):
-        d = self.config.train.densify
-        return Ex4DGSStrategy(
-            prune_opa=d.prune_opacity,
-            grow_grad2d=d.grad_threshold,
-            grow_grad2d_dynamic=self.config.dynamic_grad_threshold,
-            grow_scale3d=d.grow_scale3d,
-            prune_scale3d=d.prune_scale3d,
-            refine_start_iter=d.start,
-            refine_stop_iter=d.stop if d.enabled else 0,
-            refine_every=d.every,
-            reset_every=d.reset_every if d.reset_every > 0 else 10**9,
-        )
+        return Ex4DGSStrategy(**self.strategy_settings(),
+                              grow_grad2d_dynamic=self.config.dynamic_grad_threshold)
 
     # -- static -> dynamic conversion -----------------------------------------------------------
     def conversion_due(self, step: int) -> bool:

@@ -383,16 +383,9 @@ class FourDGSExpert(Expert):
                 ctx.strategy_state[key].zero_()
 
     def make_strategy(self) -> FourDGSStrategy:
-        c, d = self.config, self.config.train.densify
+        c = self.config
         return FourDGSStrategy(
-            prune_opa=d.prune_opacity,
-            grow_grad2d=d.grad_threshold,
-            grow_scale3d=d.grow_scale3d,
-            prune_scale3d=d.prune_scale3d,
-            refine_start_iter=d.start,
-            refine_stop_iter=d.stop if d.enabled else 0,
-            refine_every=d.every,
-            reset_every=d.reset_every if d.reset_every > 0 else 10**9,
+            **self.strategy_settings(),
             max_gaussians=c.max_gaussians,
             prune_min_gaussians=c.prune_min_gaussians,
             fine_start=c.coarse_iterations if c.stage_local_schedules else None,
