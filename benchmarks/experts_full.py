@@ -26,8 +26,13 @@ from moegs_bench.data.synthetic import generate_synthetic
 from moegs_bench.device import default_device, synchronize
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.static import StaticExpert
-from moegs_bench.train.loop import make_optimizers, render_expert_views, set_learning_rates
-from moegs_bench.train.losses import photometric
+from moegs_bench.train.loop import (
+    expert_loss,
+    make_optimizers,
+    render_expert_views,
+    set_learning_rates,
+    step_optimizers,
+)
 
 
 def time_iterations(expert, data, steps: int, warmup: int) -> float:
@@ -50,14 +55,8 @@ def time_iterations(expert, data, steps: int, warmup: int) -> float:
         else:
             idx = torch.randint(len(views), (cfg.batch_size,), generator=gen)
         pred, _ = render_expert_views(expert, data, views.cams[idx], views.frames[idx], bg)
-        loss = photometric(pred, data.image_float("train", idx), cfg.ssim_lambda)
-        reg = expert.regularisation(step)
-        if reg is not None:
-            loss = loss + reg
-        loss.backward()
-        for opt in list(per_opt.values()) + ([shared_opt] if shared_opt is not None else []):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        expert_loss(expert, pred, data.image_float("train", idx), step).backward()
+        step_optimizers(per_opt, shared_opt)
 
     for i in range(warmup):
         one(step0 + i)

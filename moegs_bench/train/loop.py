@@ -114,6 +114,20 @@ class StepContext:
     frames: Tensor
 
 
+def expert_loss(expert: Expert, pred: Tensor, gt: Tensor, step: int) -> Tensor:
+    """The training loss: photometric (1-λ)·L1 + λ·D-SSIM plus the expert's regularisers."""
+    loss = photometric(pred, gt, expert.config.train.ssim_lambda)
+    reg = expert.regularisation(step)
+    return loss if reg is None else loss + reg
+
+
+def step_optimizers(per_opt: dict, shared_opt) -> None:
+    """One step of every optimiser, then clear the gradients."""
+    for opt in list(per_opt.values()) + ([shared_opt] if shared_opt is not None else []):
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+
 def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, background: Tensor,
                         settings: RenderSettings | None = None, backend: str = "auto"):
     """Render views (camera, frame) of an expert; cams, frames [B] on the CPU (no device sync).
@@ -215,14 +229,9 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
         pred, outputs = render_expert_views(expert, data, views.cams[idx], views.frames[idx], bg, backend=backend)
         for out in outputs:
             strategy.step_pre_backward(expert.params, per_opt, strat_state, step, out.info)
-        loss = photometric(pred, gt, cfg.ssim_lambda)
-        reg = expert.regularisation(step)
-        if reg is not None:
-            loss = loss + reg
+        loss = expert_loss(expert, pred, gt, step)
         loss.backward()
-        for opt in list(per_opt.values()) + ([shared_opt] if shared_opt is not None else []):
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+        step_optimizers(per_opt, shared_opt)
         n_before = expert.num_gaussians
         strategy.step_post_backward(expert.params, per_opt, strat_state, step, merged_info(outputs),
                                     packed=False)
