@@ -5,7 +5,8 @@ with its size preset through the harness, plus the cost of one training iteratio
     python benchmarks/experts_full.py --out /tmp/bench --experts static,stg,ex4dgs
 
 Prints two markdown tables (quality/cost of training; per-regime PSNR) and writes
-`experts_full.json` to --out.
+`experts_full.json` to --out; a rerun skips the experts already in it (and the run store
+reuses or resumes their training).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from moegs_bench.bench.harness import lpips_metric, run_expert
+from moegs_bench.bench.harness import default_preset, lpips_metric, run_expert
 from moegs_bench.bench.store import RunStore
 from moegs_bench.config import merge
 from moegs_bench.data.load import load_scene
@@ -29,6 +30,7 @@ from moegs_bench.experts.static import StaticExpert
 from moegs_bench.train.loop import (
     expert_loss,
     make_optimizers,
+    matmul_precision,
     render_expert_views,
     set_learning_rates,
     step_optimizers,
@@ -37,7 +39,25 @@ from moegs_bench.train.loop import (
 
 def time_iterations(expert, data, steps: int, warmup: int) -> float:
     """Mean ms of one training iteration (sample, render, loss, backward, optimiser
-    step) with densification off, after `warmup` untimed iterations."""
+    step) with densification off, after `warmup` untimed iterations, at the expert's
+    training matmul precision."""
+    with matmul_precision(expert.config.train.matmul_precision):
+        return _time_iterations(expert, data, steps, warmup)
+
+
+def time_against_static(expert, data, steps: int, warmup: int, rounds: int = 3) -> tuple[float, float]:
+    """(expert ms, static ms at the same Gaussians) per iteration: the two are timed in
+    alternating rounds and each keeps its fastest round, so clock and cache drift between
+    the two measurements does not enter the ratio."""
+    static = static_like(expert, data)
+    ms, ms_static = [], []
+    for _ in range(rounds):
+        ms.append(time_iterations(expert, data, steps, warmup))
+        ms_static.append(time_iterations(static, data, steps, warmup))
+    return min(ms), min(ms_static)
+
+
+def _time_iterations(expert, data, steps: int, warmup: int) -> float:
     per_opt, shared_opt = make_optimizers(expert)
     views = data.splits["train"]
     gen = torch.Generator().manual_seed(0)
@@ -93,6 +113,8 @@ def main() -> None:
     ap.add_argument("--rig", default="n3v")
     ap.add_argument("--size", default="full")
     ap.add_argument("--timing-steps", type=int, default=50)
+    ap.add_argument("--timing-only", action="store_true",
+                    help="no training: time each expert as initialised from the scene, in its mid-training stage")
     args = ap.parse_args()
     device = default_device()
     scene_dir = args.out / "scenes" / f"{args.scene}-{args.rig}-{args.size}"
@@ -102,12 +124,26 @@ def main() -> None:
     store = RunStore(args.out / "runs")
     lpips = lpips_metric("alex", None, device)
     rows, regimes = [], {}
+    saved = args.out / "experts_full.json"
+    if saved.exists():  # a rerun continues: experts already measured are kept, not re-timed
+        done = json.loads(saved.read_text())
+        rows, regimes = done["rows"], done["regimes"]
+    if args.timing_only:
+        for name in args.experts.split(","):
+            cfg = expert_config(name, default_preset(name, data))
+            expert = get_expert(name).from_scene(data, cfg, torch.Generator().manual_seed(0))
+            ms, ms_static = time_against_static(expert, data, args.timing_steps, 10)
+            print(json.dumps({"expert": name, "untrained": True, "gaussians": expert.num_gaussians,
+                              "iter_ms": ms, "static_iter_ms_same_n": ms_static, "iter_ratio": ms / ms_static}),
+                  flush=True)
+        return
     for name in args.experts.split(","):
+        if any(r["expert"] == name for r in rows):
+            continue
         res = run_expert(name, data, store, lpips=lpips, save_renders=False)
         m = res.metrics
         expert = get_expert(name).load(res.run.checkpoint_path("model.pt"), device)
-        ms = time_iterations(expert, data, args.timing_steps, 10)
-        ms_static = time_iterations(static_like(expert, data), data, args.timing_steps, 10)
+        ms, ms_static = time_against_static(expert, data, args.timing_steps, 10)
         rows.append({
             "expert": name, "psnr": m["psnr"], "ssim": m["ssim"],
             "train_min": res.run.load_timings()["train"] / 60, "iters_per_s": m["iters_per_second"],
@@ -117,7 +153,7 @@ def main() -> None:
         regimes[name] = {k[5:]: v for k, v in m.items() if k.startswith("psnr_")}
         print(json.dumps({"row": rows[-1], "regimes": regimes[name]}), flush=True)  # partial results survive a time-out
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "experts_full.json").write_text(json.dumps({"rows": rows, "regimes": regimes}, indent=2))
+        saved.write_text(json.dumps({"rows": rows, "regimes": regimes}, indent=2))
         del expert
         if device.type == "cuda":
             torch.cuda.empty_cache()

@@ -118,6 +118,38 @@ def test_field_is_continuous():
         assert (moved - base).abs().max() < 200 * eps, eps
 
 
+def test_features_at_times_equal_forward_values_and_gradients():
+    field = random_field((6, 5, 7, 8))
+    g = torch.Generator().manual_seed(4)
+    xyz = torch.rand(300, 3, generator=g) * 2.2 - 1.1  # some outside [-1,1]: border clamp
+    times = [torch.tensor(-1.0), torch.tensor(-0.37), torch.tensor(0.5), torch.tensor(1.0)]
+    xyz_a = xyz.clone().requires_grad_(True)
+    batched = field.features_at_times(xyz_a, times)
+    xyz_b = xyz.clone().requires_grad_(True)
+    direct = [field(torch.cat([xyz_b, t.expand(300, 1)], 1)) for t in times]
+    for a, b in zip(batched, direct, strict=True):
+        assert torch.allclose(a, b, atol=1e-6)
+    w = torch.randn(300, field.out_dim, generator=g)
+    grads_a = torch.autograd.grad(sum((f * w).sum() for f in batched), [xyz_a, *field.parameters()])
+    grads_b = torch.autograd.grad(sum((f * w).sum() for f in direct), [xyz_b, *field.parameters()])
+    for a, b in zip(grads_a, grads_b, strict=True):
+        assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
+
+
+def test_gaussians_at_times_equal_one_time_queries(data):
+    expert = make(data, coarse_iterations=0)
+    expert.on_step(5)
+    with torch.no_grad():
+        for tp in expert.field.time_planes():
+            tp.add_(0.3 * torch.randn(tp.shape, generator=torch.Generator().manual_seed(0)))
+    many = expert.gaussians_at_times([0.1, 0.6])
+    for t, g in zip([0.1, 0.6], many, strict=True):
+        one = expert.gaussians_at(t)
+        d = expert.deltas(expert.params["means"], t)  # the reference path (forward per time)
+        assert torch.allclose(g.means, one.means) and torch.allclose(g.sh, one.sh)
+        assert torch.allclose(g.means, expert.params["means"] + d["dx"], atol=1e-5)
+
+
 # -- regularisers -----------------------------------------------------------------------------
 def test_regularisers_zero_on_constant_planes_positive_otherwise():
     const = torch.full((1, 2, 5, 6), 0.3)

@@ -157,6 +157,8 @@ def test_volume_router_rejects_feature_experts(data):
     from moegs_bench.experts.static import StaticExpert
 
     class Decoded(StaticExpert):
+        decodes_pixels = True
+
         def decode(self, rendered, viewmats, Ks, t):
             return rendered.sigmoid()
 
@@ -167,6 +169,15 @@ def test_volume_router_rejects_feature_experts(data):
     with pytest.raises(ConfigError, match="'decoded'.*RGB/SH"):
         build_router("volume", mixed, cfg())
     build_router("vapr", mixed, cfg())  # 2D blending works with any decoded expert
+
+
+def test_stg_decodes_pixels_only_in_features_mode():
+    from moegs_bench.experts.registry import expert_config
+    from moegs_bench.experts.stg import STGExpert
+
+    for color, decodes in (("sh", False), ("rgb", False), ("features", True)):
+        cfg = expert_config("stg", "tiny", {"color": color})
+        assert STGExpert.empty(cfg, torch.device("cpu")).decodes_pixels is decodes
 
 
 def test_render_experts_matches_single_renders(pool):

@@ -89,3 +89,20 @@ def test_exp_decay_endpoints():
     assert exp_decay(0, 1e-2, 1e-4, 100) == pytest.approx(1e-2)
     assert exp_decay(100, 1e-2, 1e-4, 100) == pytest.approx(1e-4)
     assert exp_decay(50, 1e-2, 1e-4, 100) == pytest.approx(1e-3)
+
+
+def test_matmul_precision_is_scoped_and_checked():
+    from moegs_bench.errors import ConfigError
+    from moegs_bench.train.loop import matmul_precision
+
+    def current():
+        new_api = getattr(torch.backends.cuda.matmul, "fp32_precision", None)
+        return new_api if new_api is not None else torch.get_float32_matmul_precision()
+
+    before = current()
+    with matmul_precision("high"):
+        assert current() in ("tf32", "high")
+    assert current() == before
+    with pytest.raises(ConfigError, match="matmul_precision"):
+        with matmul_precision("fast"):
+            pass

@@ -47,6 +47,9 @@ class TrainConfig:
     random_background: bool = False
     background: tuple[float, float, float] = (0.0, 0.0, 0.0)
     checkpoint_every: int = 2000  # resumable state every N steps (0: never)
+    # float32 CUDA matmuls while training: "highest" is IEEE fp32 as the original
+    # implementations; "high" lets deformation MLPs use TF32 tensor cores
+    matmul_precision: str = "highest"
     densify: DensifyConfig = field(default_factory=DensifyConfig)
 
 
@@ -75,6 +78,12 @@ class Expert(nn.Module, metaclass=ABCMeta):
     @abstractmethod
     def gaussians_at(self, t: float | Tensor, camera: int | None = None) -> Gaussians:
         """The Gaussians at normalised time t in [0,1) (camera: index, for per-camera terms)."""
+
+    def gaussians_at_times(self, times, cameras=None) -> list[Gaussians]:
+        """The Gaussians at several times (cameras: one index or None per time); experts
+        whose deformation has a time-independent part override this to compute it once."""
+        cameras = cameras if cameras is not None else [None] * len(times)
+        return [self.gaussians_at(t, camera=c) for t, c in zip(times, cameras, strict=True)]
 
     @property
     def num_gaussians(self) -> int:
@@ -106,6 +115,11 @@ class Expert(nn.Module, metaclass=ABCMeta):
         """Turn rasterised colour channels [C,H,W,D] into RGB [C,H,W,3] (per-pixel decoders,
         e.g. STG's feature MLP). Default: the channels already are RGB."""
         return rendered
+
+    @property
+    def decodes_pixels(self) -> bool:
+        """True when `decode` is not the identity (splatted features need a per-pixel decoder)."""
+        return False
 
     def strategy_settings(self) -> dict:
         """gsplat DefaultStrategy keyword arguments from this expert's `train.densify`

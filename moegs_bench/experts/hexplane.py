@@ -129,6 +129,17 @@ def sample_plane(plane: Tensor, uv: Tensor) -> Tensor:
     return out[0, :, 0].t()
 
 
+def hat_weights(u: Tensor, size: int) -> Tensor:
+    """Linear-interpolation weights over `size` grid nodes of coordinates u [N] in [-1,1]
+    (align_corners=True, border: u is clamped): [N,size] with w[n,j] = max(0, 1 - |j - pos_n|),
+    the weights grid_sample uses, as a dense matrix so that a lookup is a matrix product whose
+    backward needs no atomic scatter (all Gaussians share one time, so a time plane's scatter
+    would pile onto a single row)."""
+    pos = ((u + 1.0) * (0.5 * (size - 1))).clamp(0.0, size - 1.0)
+    nodes = torch.arange(size, device=u.device, dtype=u.dtype)
+    return torch.relu(1.0 - (nodes - pos[:, None]).abs())
+
+
 class HexPlaneField(nn.Module):
     """Six planes per level. The plane of axes (a, b) has shape [1, F, R_b, R_a]; features of
     one level are the product over its planes, levels are concatenated."""
@@ -164,6 +175,38 @@ class HexPlaneField(nn.Module):
                 feat = f if feat is None else feat * f
             out.append(feat)
         return torch.cat(out, dim=-1)
+
+    def features_at_times(self, xyz: Tensor, times: list[Tensor]) -> list[Tensor]:
+        """Features of points xyz [N,3] (in [-1,1]) at each time coordinate of `times` (0-d,
+        in [-1,1]) -> one [N, levels*F] tensor per time; equal to forward() up to rounding.
+
+        The spatial planes do not depend on t, so their product is computed once for all
+        times; a time plane at one t is a row of the plane (interpolated along t) looked up
+        along its spatial axis with `hat_weights`.
+        """
+        spatial, weights = [], []
+        for level in range(self.levels):
+            feat = None
+            for name, a, b in PLANES:
+                if b != 3:
+                    f = sample_plane(self.planes[f"l{level}_{name}"], xyz[:, [a, b]])
+                    feat = f if feat is None else feat * f
+            spatial.append(feat)
+            weights.append({a: hat_weights(xyz[:, a], self.planes[f"l{level}_{name}"].shape[-1])
+                            for name, a, b in PLANES if b == 3})
+        out = []
+        for tc in times:
+            per_level = []
+            for level in range(self.levels):
+                feat = spatial[level]
+                for name, a, b in PLANES:
+                    if b == 3:
+                        plane = self.planes[f"l{level}_{name}"][0]  # [F, R_t, R_a]
+                        row = torch.einsum("t,fta->af", hat_weights(tc.reshape(1), plane.shape[1])[0], plane)
+                        feat = feat * (weights[level][a] @ row)
+                per_level.append(feat)
+            out.append(torch.cat(per_level, dim=-1))
+        return out
 
     def spatial_planes(self) -> list[Tensor]:
         return [p for k, p in self.planes.items() if not k.endswith("t")]
@@ -306,18 +349,30 @@ class FourDGSExpert(Expert):
 
     # -- what the rest of the toolkit sees ------------------------------------------------------
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
+        return self.gaussians_at_times([t])[0]
+
+    def gaussians_at_times(self, times, cameras=None) -> list[Gaussians]:
+        """The Gaussians at each time of `times`: one field query (spatial planes once) and
+        one MLP call for all of them."""
         p = self.params
         means, log_scales, quats, logit_o = p["means"], p["scales"], p["quats"], p["opacities"]
         sh = torch.cat([p["sh0"], p["shN"]], 1)
-        if self.fine:
-            d = self.deltas(means, t)  # one batched query for every Gaussian
-            means = means + d["dx"]
-            log_scales = log_scales + d["ds"]
-            quats = quats + d["dr"]
-            logit_o = logit_o + d["do"][:, 0]
-            sh = sh + d["dsh"].view(sh.shape)
-        return Gaussians(means=means, quats=quats, scales=torch.exp(log_scales),
-                         opacities=torch.sigmoid(logit_o), sh=sh, sh_degree=self.active_sh_degree)
+        if not self.fine:
+            g = Gaussians(means=means, quats=quats, scales=torch.exp(log_scales),
+                          opacities=torch.sigmoid(logit_o), sh=sh, sh_degree=self.active_sh_degree)
+            return [g] * len(times)
+        coords = self.field_coords(means, 0.0)
+        tcs = [self.time_coordinate(t) for t in times]
+        hidden = torch.cat(self.field.features_at_times(coords[:, :3], tcs))
+        deltas = self.mlp(hidden)
+        out = []
+        for i in range(len(times)):  # one batched query for every Gaussian and time
+            d = {k: v[i * len(means):(i + 1) * len(means)] for k, v in deltas.items()}
+            out.append(Gaussians(means=means + d["dx"], quats=quats + d["dr"],
+                                 scales=torch.exp(log_scales + d["ds"]),
+                                 opacities=torch.sigmoid(logit_o + d["do"][:, 0]),
+                                 sh=sh + d["dsh"].view(sh.shape), sh_degree=self.active_sh_degree))
+        return out
 
     @torch.no_grad()
     def trajectories(self, times: Tensor, ids: Tensor | None = None) -> Tensor:

@@ -260,6 +260,10 @@ class STGExpert(Expert):
             return Gaussians(**g, features=p["colors"])
         return Gaussians(**g, features=torch.cat([p["colors"], d[:, None] * p["features_t"]], 1))
 
+    @property
+    def decodes_pixels(self) -> bool:
+        return self.config.color == "features"
+
     def decode(self, rendered: Tensor, viewmats: Tensor, Ks: Tensor, t: Tensor) -> Tensor:
         """features mode: [C,H,W,9] -> RGB [C,H,W,3] through the shared MLP; else unchanged."""
         if self.config.color != "features":

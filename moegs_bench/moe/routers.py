@@ -215,8 +215,7 @@ class PixelRouter(Router):
 
 
 def _is_rgb_expert(expert: Expert, g: Gaussians) -> bool:
-    own_decode = type(expert).decode is not Expert.decode
-    return not own_decode and (g.sh is not None or g.features.shape[1] == 3)
+    return not expert.decodes_pixels and (g.sh is not None or g.features.shape[1] == 3)
 
 
 def _harmonise_sh(gaussians: list[Gaussians]) -> list[Gaussians]:

@@ -476,7 +476,8 @@ def router_ablation_table(
         [[metric_label(m) for m in metrics], ["mean", "std"]], names=["metric", STAT]
     )
     out: dict[str, pd.Series] = {}
-    footnotes, gaps = [], []
+    footnotes: list[str] = []
+    gaps: dict[tuple[str, str], list[str]] = {}  # (metric, reason) -> row labels
     for v in variant_list:
         block = rows[rows["variant"] == v]
         routers = block[block["method"].isin(list(ROUTER_LABELS))]
@@ -496,8 +497,9 @@ def router_ablation_table(
                 if math.isnan(out[label][(metric_label(m), "mean")]):
                     why = _note_text(notes, dataset, m, [run_label(method, v)])
                     reason = "; ".join(why) or "no value for some of the block's scenes"
-                    gaps.append(f"{label}: {metric_label(m)} blank ({reason}).")
-    footnotes += gaps
+                    gaps.setdefault((metric_label(m), reason), []).append(label)
+    # one footnote per reason, naming every row it blanks (not one copy of the reason per row)
+    footnotes += [f"{', '.join(labels)}: {metric} blank ({reason})." for (metric, reason), labels in gaps.items()]
     if paper:
         ref = lb.load_paper(table=ROUTER_PAPER_TABLE)
         where = ", ".join(DATASET_TITLES[d] for d in dict.fromkeys(ref["dataset"]))

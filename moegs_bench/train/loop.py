@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -15,6 +16,7 @@ from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
 from ..data.load import SceneData, Views
+from ..errors import ConfigError
 from ..experts.base import Expert
 from ..io import save_torch
 from ..render.backend import RenderSettings, render
@@ -141,8 +143,10 @@ def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: T
         groups.setdefault((f, c if camera_dependent else -1), []).append(i)
     order_rgb = [None] * len(cams)
     outputs = []
-    for (f, c), members in groups.items():
-        g = expert.gaussians_at(data.times[f], camera=c if c >= 0 else int(cams[members[0]]))
+    keys = list(groups)
+    gaussians = expert.gaussians_at_times([data.times[f] for f, _ in keys],
+                                          [c if c >= 0 else int(cams[groups[(f, c)][0]]) for f, c in keys])
+    for ((f, _), members), g in zip(groups.items(), gaussians, strict=True):
         viewmats, Ks = data.camera_batch(cams[members])
         out = render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
                      settings=settings)
@@ -168,6 +172,33 @@ def merged_info(outputs) -> dict:
     }
 
 
+_TF32 = {"highest": ("ieee", "highest"), "high": ("tf32", "high")}  # setting -> (new API, legacy API)
+
+
+@contextmanager
+def matmul_precision(precision: str):
+    """Run a block with float32 CUDA matmuls at `precision`: "highest" (IEEE fp32) or "high"
+    (TF32 tensor cores), restoring the previous setting afterwards. Uses torch's
+    `backends.cuda.matmul.fp32_precision` where it exists (the legacy setter no longer
+    selects TF32 kernels there), else `set_float32_matmul_precision`."""
+    if precision not in _TF32:
+        raise ConfigError(f"train.matmul_precision: {precision!r} is not 'highest' or 'high'")
+    new_api = getattr(torch.backends.cuda.matmul, "fp32_precision", None) is not None
+    if new_api:
+        previous = torch.backends.cuda.matmul.fp32_precision
+        torch.backends.cuda.matmul.fp32_precision = _TF32[precision][0]
+    else:
+        previous = torch.get_float32_matmul_precision()
+        torch.set_float32_matmul_precision(_TF32[precision][1])
+    try:
+        yield
+    finally:
+        if new_api:
+            torch.backends.cuda.matmul.fp32_precision = previous
+        else:
+            torch.set_float32_matmul_precision(previous)
+
+
 def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: Path | None = None,
                  progress: ProgressFn | None = None, backend: str = "auto",
                  max_steps: int | None = None) -> TrainResult:
@@ -177,6 +208,12 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
     the run continues from it. max_steps: stop early after this many steps of this call (the
     state is saved, for tests of resumption). Returns a TrainResult.
     """
+    with matmul_precision(expert.config.train.matmul_precision):
+        return _train(expert, data, seed, state_path, progress, backend, max_steps)
+
+
+def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, progress: ProgressFn | None,
+           backend: str, max_steps: int | None) -> TrainResult:
     cfg = expert.config.train
     device = data.device
     views = data.splits["train"]
