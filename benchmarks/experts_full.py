@@ -123,11 +123,6 @@ def main() -> None:
     data = load_scene(scene_dir, device, with_gt=True)
     store = RunStore(args.out / "runs")
     lpips = lpips_metric("alex", None, device)
-    rows, regimes = [], {}
-    saved = args.out / "experts_full.json"
-    if saved.exists():  # a rerun continues: experts already measured are kept, not re-timed
-        done = json.loads(saved.read_text())
-        rows, regimes = done["rows"], done["regimes"]
     if args.timing_only:
         for name in args.experts.split(","):
             cfg = expert_config(name, default_preset(name, data))
@@ -137,6 +132,11 @@ def main() -> None:
                               "iter_ms": ms, "static_iter_ms_same_n": ms_static, "iter_ratio": ms / ms_static}),
                   flush=True)
         return
+    rows, regimes = [], {}
+    saved = args.out / "experts_full.json"
+    if saved.exists():  # a rerun continues: experts already measured are kept, not re-timed
+        done = json.loads(saved.read_text())
+        rows, regimes = done["rows"], done["regimes"]
     for name in args.experts.split(","):
         if any(r["expert"] == name for r in rows):
             continue

@@ -266,7 +266,7 @@ class STGExpert(Expert):
 
     def decode(self, rendered: Tensor, viewmats: Tensor, Ks: Tensor, t: Tensor) -> Tensor:
         """features mode: [C,H,W,9] -> RGB [C,H,W,3] through the shared MLP; else unchanged."""
-        if self.config.color != "features":
+        if not self.decodes_pixels:
             return rendered
         C, H, W, _ = rendered.shape
         return decode_features(rendered, pixel_rays(viewmats, Ks, W, H), self.decoder_w1, self.decoder_w2)

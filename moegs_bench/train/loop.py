@@ -178,9 +178,10 @@ _TF32 = {"highest": ("ieee", "highest"), "high": ("tf32", "high")}  # setting ->
 @contextmanager
 def matmul_precision(precision: str):
     """Run a block with float32 CUDA matmuls at `precision`: "highest" (IEEE fp32) or "high"
-    (TF32 tensor cores), restoring the previous setting afterwards. Uses torch's
-    `backends.cuda.matmul.fp32_precision` where it exists (the legacy setter no longer
-    selects TF32 kernels there), else `set_float32_matmul_precision`."""
+    (TF32 allowed), restoring the previous setting afterwards. Uses torch's
+    `backends.cuda.matmul.fp32_precision` where it exists (torch >= 2.9, which deprecates
+    mixing it with the legacy setter), else `set_float32_matmul_precision`. Whether TF32
+    kernels are then chosen is up to the torch build: docs/performance.md."""
     if precision not in _TF32:
         raise ConfigError(f"train.matmul_precision: {precision!r} is not 'highest' or 'high'")
     new_api = getattr(torch.backends.cuda.matmul, "fp32_precision", None) is not None
