@@ -13,7 +13,9 @@ from moegs_bench.data.load import load_scene
 from moegs_bench.errors import ConfigError
 from moegs_bench.experts.ed3dgs import (
     ED3DGSExpert,
+    graph_smoothness,
     knn_graph,
+    neighbour_graph,
     resize_rows,
     rows_at,
     sample_rows,
@@ -106,6 +108,26 @@ def test_annealing_ramps_deformations_in(data):
     assert torch.equal(g.means, expert.params["means"])  # no deformation before annealing starts
 
 
+def test_deformation_is_coarse_plus_fine_residual_scaled_by_annealing(data):
+    expert = make(data, points=60)
+    randomise(expert)
+    expert.on_step(60)  # dx, dr at 1; ds, do, dSH at 0.4
+    t = torch.tensor(0.37)
+    z = expert.params["embedding"]
+    h_c = sample_rows(resize_rows(expert.temporal, expert.config.coarse_rows), t)
+    h_f = sample_rows(resize_rows(expert.temporal, expert.fine_rows()), t)
+    coarse, fine = expert.coarse(h_c, z), expert.fine(h_f, z)
+    d = expert.deltas(t)
+    assert set(d) == {"dx", "ds", "dr", "do", "dsh"}
+    for k in d:
+        torch.testing.assert_close(d[k], coarse[k] + fine[k])
+    g = expert.gaussians_at(t)
+    p = expert.params
+    torch.testing.assert_close(g.means, p["means"] + d["dx"])
+    torch.testing.assert_close(g.scales, torch.exp(p["scales"] + 0.4 * d["ds"]))
+    torch.testing.assert_close(g.opacities, torch.sigmoid(p["opacities"] + 0.4 * d["do"][:, 0]))
+
+
 # -- k-NN smoothness ------------------------------------------------------------------------------------
 def test_knn_weights_on_toy_points():
     pts = torch.tensor([[0.0, 0, 0], [0.01, 0, 0], [0.03, 0, 0], [1.0, 0, 0]])
@@ -117,6 +139,27 @@ def test_knn_weights_on_toy_points():
     emb = torch.tensor([[0.0], [1.0], [1.0], [5.0]])
     expect = torch.sqrt((emb[:, None, 0] - emb[idx, 0]).square() * w + 1e-20).mean()
     assert torch.allclose(smoothness(emb, idx, w), expect)
+
+
+def test_graph_smoothness_equals_the_reference_value_and_gradient():
+    g = torch.Generator().manual_seed(7)
+    pts = torch.rand(300, 3, generator=g)
+    idx, d2 = knn_graph(pts, 8)
+    w = torch.exp(-20.0 * d2)
+    emb = torch.randn(300, 5, generator=g)
+    emb[10] = emb[idx[10, 0]]  # a pair at distance 0: no gradient through it, in both forms
+    graph = neighbour_graph(idx, w)
+    assert graph.incoming.shape == (300, 300 * 8)
+    a, b = emb.clone().requires_grad_(True), emb.clone().requires_grad_(True)
+    fast, ref = graph_smoothness(a, graph), smoothness(b, idx, w)
+    torch.testing.assert_close(fast, ref, rtol=1e-6, atol=1e-9)
+    (3.0 * fast).backward()
+    (3.0 * ref).backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-5, atol=1e-8)
+    # each embedding's gradient collects its own pairs and the pairs it is the neighbour in
+    assert (a.grad.abs().sum(1) > 0).float().mean() > 0.99
+    empty = neighbour_graph(idx[:, :0], w[:, :0])
+    assert graph_smoothness(a, empty).item() == 0.0
 
 
 @pytest.mark.parametrize("kind", ["uniform", "clusters", "surface"])
@@ -264,3 +307,5 @@ def test_trajectories_match_gaussians_at(data):
 def test_bad_config_gets_one_clear_error(data):
     with pytest.raises(ConfigError, match="coarse_rows"):
         make(data, coarse_rows=20)
+    with pytest.raises(ConfigError, match="ed3dgs.mlp_precision"):
+        make(data, mlp_precision="half")

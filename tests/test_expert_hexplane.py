@@ -16,10 +16,12 @@ from moegs_bench.experts.hexplane import (
     plane_smoothness,
     plane_tv,
     sample_plane,
+    stack_by_shape,
     time_planes_l1,
 )
 from moegs_bench.experts.registry import expert_config, get_expert
-from moegs_bench.train.loop import make_optimizers, train_expert
+from moegs_bench.render.backend import render
+from moegs_bench.train.loop import make_optimizers, merged_info, render_expert_views, train_expert
 
 CPU = torch.device("cpu")
 
@@ -118,13 +120,15 @@ def test_field_is_continuous():
         assert (moved - base).abs().max() < 200 * eps, eps
 
 
-def test_features_at_times_equal_forward_values_and_gradients():
-    field = random_field((6, 5, 7, 8))
+@pytest.mark.parametrize("res", [(6, 5, 7, 8), (6, 6, 6, 8)])  # per-plane path; stacked planes
+def test_features_at_times_equal_forward_values_and_gradients(res):
+    field = random_field(res)
     g = torch.Generator().manual_seed(4)
     xyz = torch.rand(300, 3, generator=g) * 2.2 - 1.1  # some outside [-1,1]: border clamp
-    times = [torch.tensor(-1.0), torch.tensor(-0.37), torch.tensor(0.5), torch.tensor(1.0)]
+    times = torch.tensor([-1.0, -0.37, 0.5, 1.0])
     xyz_a = xyz.clone().requires_grad_(True)
     batched = field.features_at_times(xyz_a, times)
+    assert batched.shape == (4, 300, field.out_dim)
     xyz_b = xyz.clone().requires_grad_(True)
     direct = [field(torch.cat([xyz_b, t.expand(300, 1)], 1)) for t in times]
     for a, b in zip(batched, direct, strict=True):
@@ -161,6 +165,16 @@ def test_regularisers_zero_on_constant_planes_positive_otherwise():
     # a linear ramp along time has zero second difference but non-zero TV
     ramp = torch.linspace(0, 1, 7).view(1, 1, 7, 1).expand(1, 2, 7, 6)
     assert plane_smoothness(ramp) < 1e-12 and plane_tv(ramp) > 0
+
+
+def test_regularisers_of_a_stack_are_sums_over_its_planes():
+    g = torch.Generator().manual_seed(5)
+    planes = [torch.rand(1, 2, 5, 6, generator=g), torch.rand(1, 2, 7, 6, generator=g),
+              torch.rand(1, 2, 5, 6, generator=g)]
+    stacks = stack_by_shape(planes)
+    assert [tuple(s.shape) for s in stacks] == [(2, 2, 5, 6), (1, 2, 7, 6)]
+    for fn in (plane_tv, plane_smoothness, time_planes_l1):
+        torch.testing.assert_close(sum(fn(s) for s in stacks), sum(fn(p) for p in planes))
 
 
 @pytest.mark.parametrize("mode", ["tv", "second_difference"])
@@ -221,11 +235,13 @@ def test_init_points_aabb_and_config_checks(data):
     assert xyz.shape == (300, 3)
     assert torch.equal(expert.aabb[0], xyz.min(0).values) and torch.equal(expert.aabb[1], xyz.max(0).values)
     assert expert.params["shN"].shape[1] == 3  # sh_degree 1 in `tiny`
-    assert expert.mlp.heads["dsh"][-1].out_features == 4 * 3  # dSH matches the SH degree
+    assert expert.mlp.heads.sizes["dsh"] == 4 * 3  # dSH matches the SH degree
     with pytest.raises(ConfigError, match="grid_resolution"):
         make(data, grid_resolution=[8, 8, 8])
     with pytest.raises(ConfigError, match="plane_tv_mode"):
         make(data, plane_tv_mode="l2")
+    with pytest.raises(ConfigError, match="4dgs.mlp_precision"):
+        make(data, mlp_precision="half")
 
 
 def test_learning_rates_cover_every_parameter_and_scale_with_extent(data):
@@ -333,3 +349,27 @@ def test_trajectories_match_gaussians_at(data):
     for i, t in enumerate(times):
         assert torch.allclose(tr[i], expert.gaussians_at(t).means[ids].detach(), atol=1e-6)
     assert expert.trajectories(times).shape == (2, 100, 3)
+
+
+def test_views_at_several_times_render_in_one_batch_like_one_by_one(data):
+    expert = make(data, coarse_iterations=0)
+    expert.on_step(5)
+    with torch.no_grad():
+        for tp in expert.field.time_planes():
+            tp.add_(0.3 * torch.randn(tp.shape, generator=torch.Generator().manual_seed(1)))
+    views = data.splits["train"]
+    idx = torch.tensor([0, 5, 11])  # three views at three different frames
+    assert len(set(views.frames[idx].tolist())) == 3
+    pred, outputs = render_expert_views(expert, data, views.cams[idx], views.frames[idx], torch.zeros(3))
+    assert len(outputs) == 1 and outputs[0].rgb.shape[:2] == (3, 1)  # one rasterisation, [B=3, C=1]
+    for out in outputs:
+        out.info["means2d"].retain_grad()
+    pred.mean().backward()
+    info = merged_info(outputs)
+    assert info["means2d"].grad.shape == (3, expert.num_gaussians, 2) and info["n_cameras"] == 3
+    assert info["radii"].shape == (3, expert.num_gaussians, 2)
+    for j, i in enumerate(idx.tolist()):
+        viewmats, Ks = data.camera_batch(views.cams[i:i + 1])
+        one = render(expert.gaussians_at(data.times[int(views.frames[i])]), viewmats, Ks, data.width, data.height,
+                     background=torch.zeros(3))
+        torch.testing.assert_close(pred[j], one.rgb[0], rtol=1e-4, atol=1e-5)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from moegs_bench.render.backend import choose_backend, render
+from moegs_bench.render.backend import choose_backend, render, render_batch, same_layout
 from moegs_bench.render.gaussians import Gaussians, concat
 from moegs_bench.render.sh import C0, C1, eval_sh, rgb_to_sh0
 
@@ -156,3 +156,59 @@ def test_concat_pads_sh_and_keeps_rows():
     with pytest.raises(ValueError):
         Gaussians(means=torch.zeros(2, 3), quats=torch.zeros(2, 4), scales=torch.ones(2, 3),
                   opacities=torch.ones(3), features=torch.zeros(2, 3))
+
+
+def random_sets(count: int, n: int = 30, seed: int = 0) -> list[Gaussians]:
+    """`count` sets of one size (e.g. one expert at several times), with SH degree 1."""
+    g = torch.Generator().manual_seed(seed)
+    return [Gaussians(means=torch.randn(n, 3, generator=g) * 0.3 + torch.tensor([0, 0, 3.0]),
+                      quats=torch.randn(n, 4, generator=g), scales=torch.rand(n, 3, generator=g) * 0.05 + 0.02,
+                      opacities=torch.rand(n, generator=g), sh=torch.randn(n, 4, 3, generator=g) * 0.5,
+                      sh_degree=1) for _ in range(count)]
+
+
+def test_render_batch_equals_one_render_per_set_with_gradients():
+    sets = random_sets(3)
+    for g in sets:
+        for name in ("means", "scales", "sh"):
+            getattr(g, name).requires_grad_(True)
+    viewmats = torch.eye(4).repeat(3, 2, 1, 1)  # [B=3, C=2]
+    viewmats[:, 1, 0, 3] = torch.tensor([0.1, -0.2, 0.3])
+    Ks = camera()[1].repeat(3, 2, 1, 1)
+    bg = torch.tensor([0.1, 0.2, 0.3])
+    batch = render_batch(sets, viewmats, Ks, W, H, background=bg)
+    assert batch.rgb.shape == (3, 2, H, W, 3) and batch.depth.shape == (3, 2, H, W, 1)
+    assert batch.info["means2d"].shape == (3, 2, 30, 2) and batch.info["n_cameras"] == 6
+    batch.info["means2d"].retain_grad()
+    (batch.rgb.square().mean() + 0.01 * batch.depth.mean()).backward()
+    got = {name: [getattr(g, name).grad.clone() for g in sets] for name in ("means", "scales", "sh")}
+    got2d = batch.info["means2d"].grad.clone()
+    for g in sets:
+        for name in ("means", "scales", "sh"):
+            getattr(g, name).grad = None
+    singles = [render(g, viewmats[b], Ks[b], W, H, background=bg) for b, g in enumerate(sets)]
+    for b, one in enumerate(singles):
+        torch.testing.assert_close(batch.rgb[b], one.rgb)
+        torch.testing.assert_close(batch.depth[b], one.depth)
+        torch.testing.assert_close(batch.alpha[b], one.alpha)
+        torch.testing.assert_close(batch.info["radii"][b], one.info["radii"])
+        one.info["means2d"].retain_grad()
+    # the batched loss is the mean over all 3 x 2 images: each set's share is a third
+    sum(o.rgb.square().mean() + 0.01 * o.depth.mean() for o in singles).div(3).backward()
+    for name, grads in got.items():
+        for b, g in enumerate(sets):
+            torch.testing.assert_close(grads[b], getattr(g, name).grad, rtol=1e-4, atol=1e-7)
+    for b, one in enumerate(singles):
+        torch.testing.assert_close(got2d[b], one.info["means2d"].grad, rtol=1e-4, atol=1e-7)
+
+
+def test_render_batch_refuses_sets_of_different_layouts():
+    a, b = random_sets(2)
+    viewmats, Ks = torch.eye(4).repeat(2, 1, 1, 1), camera()[1].repeat(2, 1, 1, 1)
+    short = Gaussians(means=b.means[:10], quats=b.quats[:10], scales=b.scales[:10], opacities=b.opacities[:10],
+                      sh=b.sh[:10], sh_degree=1)
+    assert same_layout([a, b]) and not same_layout([a, short])
+    with pytest.raises(ValueError, match="count"):
+        render_batch([a, short], viewmats, Ks, W, H)
+    with pytest.raises(ValueError, match="camera groups"):
+        render_batch([a, b, a], viewmats, Ks, W, H)

@@ -106,3 +106,25 @@ def test_matmul_precision_is_scoped_and_checked():
     with pytest.raises(ConfigError, match="matmul_precision"):
         with matmul_precision("fast"):
             pass
+
+
+@pytest.mark.parametrize("name", ["static", "stg", "ex4dgs", "4dgs", "ed3dgs"])
+def test_shared_parameter_groups_partition_the_shared_parameters_on_one_schedule(data, name):
+    from moegs_bench.experts.registry import available_experts
+    from moegs_bench.train.loop import make_optimizers
+
+    assert name in available_experts()
+    cfg = expert_config(name, "tiny", {"max_init_points": 200})
+    expert = get_expert(name).from_scene(data, cfg, torch.Generator().manual_seed(0))
+    groups = expert.shared_param_groups()
+    members = [m for ms in groups.values() for m in ms]
+    assert sorted(members) == sorted(expert.shared_params())  # every shared parameter, once
+    iters = cfg.train.iterations
+    for step in (0, iters // 3, iters - 1):
+        lrs = expert.learning_rates(step, data.extent)
+        for group in groups.values():
+            assert len({lrs[m] for m in group}) == 1, (step, group)
+    _, shared_opt = make_optimizers(expert)
+    if groups:
+        assert len(shared_opt.param_groups) == len(groups)
+        assert sum(len(g["params"]) for g in shared_opt.param_groups) == len(members)

@@ -96,6 +96,12 @@ class Expert(nn.Module, metaclass=ABCMeta):
     def shared_params(self) -> dict[str, nn.Parameter]:
         return {}
 
+    def shared_param_groups(self) -> dict[str, list[str]]:
+        """Optimiser groups of the shared parameters: {group: member names}, members on one
+        learning-rate schedule (the group follows its first member's rate). Fewer groups,
+        fewer optimiser launches per step. Default: one group per parameter."""
+        return {name: [name] for name in self.shared_params()}
+
     @abstractmethod
     def learning_rates(self, step: int, extent: float) -> dict[str, float]:
         """Learning rate of every parameter (per-Gaussian and shared) at `step`."""

@@ -13,6 +13,7 @@ Facts and defaults: REFERENCE.md section 2 "E-D3DGS" and the authors' configurat
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -26,6 +27,7 @@ from ..render.sh import num_sh_bases
 from ..train.schedules import exp_decay
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import GaussianLR, init_gaussian_tensors, subsample
+from .heads import DeformHeads, check_precision
 from .registry import register_expert
 
 HEADS = ("dx", "ds", "dr", "do", "dsh")
@@ -62,6 +64,9 @@ class ED3DGSConfig:
     temporal_init_std: float = 0.01 / 16  # N(0, 0.01/sqrt(256)); 0 = zero init (Technicolor)
     width: int = 128  # decoder width
     trunk_layers: int = 1  # Linear(288->W) then (trunk_layers - 1) x [ReLU, Linear(W,W)]
+    # dtype of the decoders' head products: "float32" as the authors, or "bfloat16" (float32
+    # accumulation and outputs) for tensor cores
+    mlp_precision: str = "float32"
     deform_scale: bool = True
     deform_rotation: bool = True
     deform_opacity: bool = True
@@ -97,8 +102,9 @@ PRESETS: dict[str, dict] = {
         "train": {"densify": {"start": 500}},
     },
     # synthetic `full` (50 frames, as a Technicolor segment) on one GPU: a few minutes
+    # (bfloat16 head products: the iteration cost goal of docs/performance.md)
     "fast": {
-        "init_points": "merged", "max_init_points": 60_000,
+        "init_points": "merged", "max_init_points": 60_000, "mlp_precision": "bfloat16",
         "temporal_rows": 25, "coarse_rows": 5, "c2f_steps": 3000,
         "anneal_steps": 300, "deform_from": 1000, "knn_weight_scale": 200.0,
         "lr": {"deformation_init": 1.6e-3, "deformation_final": 1.6e-4},
@@ -157,7 +163,8 @@ def rows_at(step: int, start: int, end: int, steps: int) -> int:
 # -- decoders ----------------------------------------------------------------------------------------
 class DeformDecoder(nn.Module):
     """concat(h_t [T], z_g [N,G]) -> trunk Linear(T+G -> W) (+ extra layers) -> one head per
-    deformation (ReLU, Linear(W,W), ReLU, Linear(W,k)).
+    deformation (ReLU, Linear(W,W), ReLU, Linear(W,k); fused: `DeformHeads`), nn.Linear's
+    default initialisation as the authors.
 
     The trunk's first Linear is stored as two blocks (time part and Gaussian part): the time
     part is the same for every Gaussian, so it is computed once per call (same function).
@@ -169,14 +176,19 @@ class DeformDecoder(nn.Module):
         self.trunk_t = nn.Linear(temporal_dim, width)
         self.trunk_g = nn.Linear(gaussian_dim, width, bias=False)
         self.trunk_rest = nn.Sequential(*[m for _ in range(layers - 1) for m in (nn.ReLU(), nn.Linear(width, width))])
-        self.heads = nn.ModuleDict({name: nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(),
-                                                        nn.Linear(width, k)) for name, k in outputs.items()})
+        self.heads = DeformHeads(width, outputs, init="torch")
 
-    def forward(self, h_t: Tensor, z: Tensor, heads: tuple[str, ...] | None = None) -> dict[str, Tensor]:
-        """h_t [T], z [N,G] -> {head: [N,k]} for the requested heads (all by default)."""
+    def forward(self, h_t: Tensor, z: Tensor, heads: tuple[str, ...] | None = None,
+                precision: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """h_t [T], z [N,G] -> {head: [N,k]} for the requested heads (all by default); the
+        heads' products at `precision`."""
+        return self.heads.split(*self.flat(h_t, z, heads, precision))
+
+    def flat(self, h_t: Tensor, z: Tensor, heads: tuple[str, ...] | None = None,
+             precision: torch.dtype = torch.float32) -> tuple[tuple[str, ...], Tensor]:
+        """As forward, outputs side by side: (head names, [N, sum k]) (`DeformHeads.flat`)."""
         hidden = self.trunk_rest(self.trunk_g(z) + self.trunk_t(h_t))
-        names = [n for n in (heads or self.heads.keys()) if n in self.heads]
-        return {n: self.heads[n](hidden) for n in names}
+        return self.heads.flat(hidden, heads, precision)
 
 
 # -- k-NN smoothness -------------------------------------------------------------------------------
@@ -262,11 +274,76 @@ def knn_candidates(points: Tensor, k: int, window: int = 24, curves: int = 6, bi
 
 def smoothness(embedding: Tensor, neighbours: Tensor, weights: Tensor) -> Tensor:
     """mean over (i, j in N(i)) of sqrt(w_ij * ||e_i - e_j||^2) (authors' weighted_l2_loss_v2).
-    embedding [N,G], neighbours [N,k], weights [N,k] -> scalar."""
+    embedding [N,G], neighbours [N,k], weights [N,k] -> scalar. The reference form;
+    training uses `graph_smoothness`, the same value with a cheaper backward."""
     if neighbours.numel() == 0:
         return embedding.sum() * 0.0
     diff = (embedding[:, None, :] - embedding[neighbours]).square().sum(-1)
     return torch.sqrt(diff * weights + 1e-20).mean()
+
+
+@dataclass
+class NeighbourGraph:
+    """The k-NN graph of the smoothness term, built once per change of the Gaussians.
+
+    neighbours [N,k]; sqrt_weights [N,k] (sqrt of exp(-scale d^2)); incoming: sparse CSR
+    [N, N*k] with a 1 at (j, pair) for every pair (i, j): it sums per-pair gradients onto
+    their neighbour j as one sparse product, without atomics or a per-step sort.
+    """
+
+    neighbours: Tensor
+    sqrt_weights: Tensor
+    incoming: Tensor
+
+
+def neighbour_graph(neighbours: Tensor, weights: Tensor) -> NeighbourGraph:
+    """neighbours [N,k] (long), weights [N,k] -> NeighbourGraph."""
+    n, k = neighbours.shape
+    flat = neighbours.reshape(-1)
+    counts = torch.bincount(flat, minlength=n)
+    crow = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    cols = torch.argsort(flat, stable=True)  # pairs grouped by their neighbour j
+    with warnings.catch_warnings():  # torch's notices that sparse CSR support is in beta
+        warnings.simplefilter("ignore", UserWarning)
+        incoming = torch.sparse_csr_tensor(crow, cols, torch.ones(n * k, device=weights.device), size=(n, n * k),
+                                           check_invariants=False)  # valid by construction
+    return NeighbourGraph(neighbours, weights.sqrt(), incoming)
+
+
+class _GraphSmoothness(torch.autograd.Function):
+    """mean_ij sqrt(w_ij) ||e_i - e_j||; gradient c_ij (e_i - e_j), c = sqrt(w)/||e_i - e_j||
+    (0 where the two are equal), onto e_i by a sum over k and onto e_j by `incoming`."""
+
+    @staticmethod
+    def forward(ctx, embedding: Tensor, graph: NeighbourGraph) -> Tensor:
+        diff = embedding[:, None, :] - embedding[graph.neighbours]  # [N,k,G]
+        norm = torch.linalg.vector_norm(diff, dim=-1)  # [N,k]
+        ctx.save_for_backward(diff, norm)
+        ctx.graph = graph
+        return (graph.sqrt_weights * norm).mean()
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        diff, norm = ctx.saved_tensors
+        n, k = norm.shape
+        scale = ctx.graph.sqrt_weights / norm.clamp_min(1e-30) * (grad / (n * k))
+        u = torch.where(norm > 0, scale, 0.0)[..., None] * diff  # [N,k,G] per-pair gradient on e_i
+        outgoing = u.sum(1)
+        return outgoing - torch.sparse.mm(ctx.graph.incoming, u.reshape(n * k, -1)), None
+
+
+def graph_smoothness(embedding: Tensor, graph: NeighbourGraph) -> Tensor:
+    """`smoothness` over a NeighbourGraph (up to its 1e-20 inside the square root): the
+    per-pair terms are sqrt(w) x the distance, and the gradient onto neighbours is one sparse
+    product. embedding [N,G] -> scalar."""
+    if graph.neighbours.numel() == 0:
+        return embedding.sum() * 0.0
+    return _GraphSmoothness.apply(embedding, graph)
+
+
+def _scaled(coef: float, delta: Tensor) -> Tensor:
+    """coef x delta; no kernel (and no backward one) once annealing has reached 1."""
+    return delta if coef == 1.0 else coef * delta
 
 
 def _check_config(c: ED3DGSConfig) -> None:
@@ -284,6 +361,7 @@ def _check_config(c: ED3DGSConfig) -> None:
     for ok, name, why in checks:
         if not ok:
             raise ConfigError(f"ed3dgs: setting {name!r} = {getattr(c, name)!r} {why}")
+    check_precision(c.mlp_precision, "ed3dgs.mlp_precision")
 
 
 @register_expert
@@ -315,7 +393,7 @@ class ED3DGSExpert(Expert):
         self.fine = DeformDecoder(*args)
         self.time_offsets = nn.Parameter(torch.zeros(num_cameras))
         self.register_buffer("train_cameras", torch.zeros(num_cameras, dtype=torch.bool))
-        self._knn: tuple | None = None  # (key, neighbours [N,k], weights [N,k])
+        self._knn: tuple | None = None  # (key, NeighbourGraph)
         self._trained: tuple | None = None  # (buffer key, trained camera indices)
 
     # -- construction ------------------------------------------------------------------------
@@ -385,9 +463,10 @@ class ED3DGSExpert(Expert):
         z = self.params["embedding"] if ids is None else self.params["embedding"][ids]
         h_c = sample_rows(resize_rows(self.temporal, self.config.coarse_rows), t)
         h_f = sample_rows(resize_rows(self.temporal, self.fine_rows()), t)
-        coarse = self.coarse(h_c, z, heads)
-        fine = self.fine(h_f, z, heads)
-        return {k: coarse[k] + fine[k] for k in coarse}
+        dtype = check_precision(self.config.mlp_precision, "ed3dgs.mlp_precision")
+        names, coarse = self.coarse.flat(h_c, z, heads, dtype)
+        _, fine = self.fine.flat(h_f, z, heads, dtype)
+        return self.fine.heads.split(names, coarse + fine)  # the fine output is a residual on the coarse
 
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
         p = self.params
@@ -395,15 +474,15 @@ class ED3DGSExpert(Expert):
         c_move, c_rest = self.anneal()
         sh = torch.cat([p["sh0"], p["shN"]], 1)
         scales, quats, opacities = p["scales"], p["quats"], p["opacities"]
-        means = p["means"] + c_move * d["dx"]
+        means = p["means"] + _scaled(c_move, d["dx"])
         if "dr" in d:
-            quats = quats + c_move * d["dr"]
+            quats = quats + _scaled(c_move, d["dr"])
         if "ds" in d:
-            scales = scales + c_rest * d["ds"]
+            scales = scales + _scaled(c_rest, d["ds"])
         if "do" in d:
-            opacities = opacities + c_rest * d["do"][:, 0]
+            opacities = opacities + _scaled(c_rest, d["do"][:, 0])
         if "dsh" in d:
-            sh = sh + c_rest * d["dsh"].view(sh.shape)
+            sh = sh + _scaled(c_rest, d["dsh"].view(sh.shape))
         return Gaussians(means=means, quats=quats, scales=torch.exp(scales), opacities=torch.sigmoid(opacities),
                          sh=sh, sh_degree=self.active_sh_degree)
 
@@ -422,6 +501,10 @@ class ED3DGSExpert(Expert):
             out.update({f"{prefix}.{n}": p for n, p in module.named_parameters()})
         return out
 
+    def shared_param_groups(self) -> dict[str, list[str]]:
+        return {"deformation": [n for n in self.shared_params() if n != "time_offsets"],
+                "time_offsets": ["time_offsets"]}
+
     def learning_rates(self, step: int, extent: float) -> dict[str, float]:
         lr, iters = self.config.lr, self.config.train.iterations
         rates = lr.gaussian.at(step, iters, extent)
@@ -433,28 +516,32 @@ class ED3DGSExpert(Expert):
         return rates
 
     def _neighbours(self) -> tuple[Tensor, Tensor]:
-        """k-NN of the canonical means and their weights exp(-scale d^2), recomputed when the
-        set of Gaussians changed (count or tensor replaced by densification or loading)."""
+        """k-NN of the canonical means and their weights exp(-scale d^2) ([N,k] each)."""
+        graph = self._graph()
+        return graph.neighbours, graph.sqrt_weights.square()
+
+    def _graph(self) -> NeighbourGraph:
+        """The k-NN graph of the canonical means, recomputed when the set of Gaussians changed
+        (count or tensor replaced by densification or loading)."""
         means = self.params["means"]
         key = (means.shape[0], id(means))
         if self._knn is None or self._knn[0] != key:
             idx, d2 = knn_graph(means.detach(), self.config.knn)
-            self._knn = (key, idx, torch.exp(-self.config.knn_weight_scale * d2))
-        return self._knn[1], self._knn[2]
+            self._knn = (key, neighbour_graph(idx, torch.exp(-self.config.knn_weight_scale * d2)))
+        return self._knn[1]
 
     def regularisation(self, step: int) -> Tensor | None:
         c = self.config
         p = self.params
         loss = c.opacity_coef * torch.sigmoid(p["opacities"].mean())
         if c.smooth_coef > 0 and c.knn > 0:
-            idx, w = self._neighbours()
-            loss = loss + c.smooth_coef * smoothness(p["embedding"], idx, w)
+            loss = loss + c.smooth_coef * graph_smoothness(p["embedding"], self._graph())
         return loss
 
     def on_densify(self) -> None:
         self._knn = None
         if self.config.smooth_coef > 0 and self.config.knn > 0:
-            self._neighbours()
+            self._graph()
 
     # -- persistence ------------------------------------------------------------------------------------
     def extra_state(self) -> dict:
@@ -470,4 +557,5 @@ class ED3DGSExpert(Expert):
 
 
 __all__ = ["ED3DGSExpert", "ED3DGSConfig", "ED3DGSLR", "DeformDecoder", "resize_rows", "sample_rows",
-           "rows_at", "knn_graph", "knn_candidates", "morton_keys", "smoothness"]
+           "rows_at", "knn_graph", "knn_candidates", "morton_keys", "smoothness", "graph_smoothness",
+           "neighbour_graph", "NeighbourGraph"]

@@ -444,7 +444,7 @@ class Ex4DGSExpert(Expert):
 
     def _visible(self, outputs) -> Tensor | None:
         """Rows seen in this step's renders, or None when the row count changed since."""
-        radii = torch.cat([o.info["radii"] for o in outputs])  # [C,N,2]
+        radii = torch.cat([o.info["radii"].flatten(0, -3) for o in outputs])  # [C,N,2]
         if radii.shape[1] != self.num_gaussians:
             return None
         return (radii > 0).all(-1).any(0)

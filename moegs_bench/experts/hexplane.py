@@ -22,6 +22,7 @@ from ..render.sh import num_sh_bases
 from ..train.schedules import exp_decay
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import GaussianLR, init_gaussian_tensors, subsample
+from .heads import DeformHeads, check_precision
 from .registry import register_expert
 
 # planes as (first axis, second axis) over (x, y, z, t) = (0, 1, 2, 3), 4DGaussians' order
@@ -69,6 +70,9 @@ class FourDGSConfig:
     # grid directly, so only its second half is used
     compat_half_time_axis: bool = False
     net_width: int = 128
+    # dtype of the deformation heads' matrix products: "float32" as the original, or
+    # "bfloat16" (float32 accumulation and outputs) for tensor cores
+    mlp_precision: str = "float32"
     # stages and regularisers
     coarse_iterations: int = 3000  # no deformation before this step
     plane_tv_weight: float = 2e-4  # spatial planes
@@ -92,7 +96,9 @@ PRESETS: dict[str, dict] = {
     # the original schedule: 3000 coarse + 14000 fine, batch 4
     "paper": {},
     # synthetic `full` (50 frames) on one GPU: a few minutes
+    # (bfloat16 head products: the iteration cost goal of docs/performance.md)
     "fast": {"grid_resolution": [64, 64, 64, 50], "coarse_iterations": 1000, "lr_max_steps": 8000,
+             "mlp_precision": "bfloat16",
              "train": {"iterations": 8000, "densify": {"start": 500, "stop": 5000}}},
     # CPU demo scale (synthetic `small`, 24 frames)
     "small": {"sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000,
@@ -118,6 +124,7 @@ def _check_config(cfg: FourDGSConfig) -> None:
         raise ConfigError(f"4dgs.grid_init_range: expected [low, high], got {cfg.grid_init_range}")
     if cfg.plane_tv_mode not in ("tv", "second_difference"):
         raise ConfigError(f"4dgs.plane_tv_mode: {cfg.plane_tv_mode!r} is not 'tv' or 'second_difference'")
+    check_precision(cfg.mlp_precision, "4dgs.mlp_precision")
 
 
 # -- the HexPlane field ------------------------------------------------------------------------
@@ -129,15 +136,21 @@ def sample_plane(plane: Tensor, uv: Tensor) -> Tensor:
     return out[0, :, 0].t()
 
 
+def axes(coords: Tensor, a: int, b: int) -> Tensor:
+    """Columns a < b of coords [N,D] -> [N,2], as a strided view (a list index would copy
+    an index tensor to the device at every call)."""
+    return coords[:, a:b + 1:b - a]
+
+
 def hat_weights(u: Tensor, size: int) -> Tensor:
-    """Linear-interpolation weights over `size` grid nodes of coordinates u [N] in [-1,1]
-    (align_corners=True, border: u is clamped): [N,size] with w[n,j] = max(0, 1 - |j - pos_n|),
+    """Linear-interpolation weights over `size` grid nodes of coordinates u [...] in [-1,1]
+    (align_corners=True, border: u is clamped): [...,size] with w[n,j] = max(0, 1 - |j - pos_n|),
     the weights grid_sample uses, as a dense matrix so that a lookup is a matrix product whose
     backward needs no atomic scatter (all Gaussians share one time, so a time plane's scatter
     would pile onto a single row)."""
     pos = ((u + 1.0) * (0.5 * (size - 1))).clamp(0.0, size - 1.0)
     nodes = torch.arange(size, device=u.device, dtype=u.dtype)
-    return torch.relu(1.0 - (nodes - pos[:, None]).abs())
+    return torch.relu(1.0 - (nodes - pos[..., None]).abs())
 
 
 class HexPlaneField(nn.Module):
@@ -171,42 +184,34 @@ class HexPlaneField(nn.Module):
         for level in range(self.levels):
             feat = None
             for name, a, b in PLANES:
-                f = sample_plane(self.planes[f"l{level}_{name}"], coords[:, [a, b]])
+                f = sample_plane(self.planes[f"l{level}_{name}"], axes(coords, a, b))
                 feat = f if feat is None else feat * f
             out.append(feat)
         return torch.cat(out, dim=-1)
 
-    def features_at_times(self, xyz: Tensor, times: list[Tensor]) -> list[Tensor]:
-        """Features of points xyz [N,3] (in [-1,1]) at each time coordinate of `times` (0-d,
-        in [-1,1]) -> one [N, levels*F] tensor per time; equal to forward() up to rounding.
+    def features_at_times(self, xyz: Tensor, times: Tensor) -> Tensor:
+        """Features of points xyz [N,3] (in [-1,1]) at each time coordinate of `times` [T] (in
+        [-1,1]) -> [T, N, levels*F]; equal to forward() at each time up to rounding.
 
         The spatial planes do not depend on t, so their product is computed once for all
-        times; a time plane at one t is a row of the plane (interpolated along t) looked up
-        along its spatial axis with `hat_weights`.
+        times. A time plane at time t is one row of the plane (interpolated along t), looked up
+        along its spatial axis with `hat_weights`: all T rows in one product [N,R] @ [R,T*F].
+        Spatial planes of one shape are stacked into one grid_sample, so the number of calls
+        does not grow with the number of times.
         """
-        spatial, weights = [], []
+        spatial_pairs = [(a, b) for _, a, b in PLANES if b != 3]
+        out, hats = [], {}  # time weights per row count, shared by the levels
         for level in range(self.levels):
-            feat = None
-            for name, a, b in PLANES:
-                if b != 3:
-                    f = sample_plane(self.planes[f"l{level}_{name}"], xyz[:, [a, b]])
-                    feat = f if feat is None else feat * f
-            spatial.append(feat)
-            weights.append({a: hat_weights(xyz[:, a], self.planes[f"l{level}_{name}"].shape[-1])
-                            for name, a, b in PLANES if b == 3})
-        out = []
-        for tc in times:
-            per_level = []
-            for level in range(self.levels):
-                feat = spatial[level]
-                for name, a, b in PLANES:
-                    if b == 3:
-                        plane = self.planes[f"l{level}_{name}"][0]  # [F, R_t, R_a]
-                        row = torch.einsum("t,fta->af", hat_weights(tc.reshape(1), plane.shape[1])[0], plane)
-                        feat = feat * (weights[level][a] @ row)
-                per_level.append(feat)
-            out.append(torch.cat(per_level, dim=-1))
-        return out
+            spatial = [self.planes[f"l{level}_{name}"] for name, _, b in PLANES if b != 3]
+            temporal = [self.planes[f"l{level}_{name}"] for name, _, b in PLANES if b == 3]
+            feat = _product(_sample_planes(spatial, xyz, spatial_pairs))[:, None]  # [N,1,F]
+            rows = temporal[0].shape[2]  # every time plane has R_t rows
+            if rows not in hats:
+                hats[rows] = hat_weights(times, rows)  # [T,R_t]
+            w_t = hats[rows]
+            feat = feat * _product(_lookup_time_rows(temporal, xyz, w_t))  # [N,T,F]
+            out.append(feat)
+        return torch.cat(out, dim=-1).transpose(0, 1)
 
     def spatial_planes(self) -> list[Tensor]:
         return [p for k, p in self.planes.items() if not k.endswith("t")]
@@ -216,44 +221,87 @@ class HexPlaneField(nn.Module):
         return [p for k, p in self.planes.items() if k.endswith("t")]
 
 
+def _product(factors: list[Tensor]) -> Tensor:
+    out = factors[0]
+    for f in factors[1:]:
+        out = out * f
+    return out
+
+
+def _sample_planes(planes: list[Tensor], xyz: Tensor, pairs: list[tuple[int, int]]) -> list[Tensor]:
+    """Each plane [1,F,H,W] at the coordinates xyz[:, pair] -> list of [N,F]; planes of
+    one shape go through one batched grid_sample."""
+    if len({p.shape for p in planes}) > 1:
+        return [sample_plane(p, axes(xyz, a, b)) for p, (a, b) in zip(planes, pairs, strict=True)]
+    grid = torch.stack([axes(xyz, a, b) for a, b in pairs])[:, None]  # [P,1,N,2]
+    out = F.grid_sample(torch.cat(planes), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    return list(out[:, :, 0].transpose(1, 2).unbind(0))  # P x [N,F]
+
+
+def _lookup_time_rows(planes: list[Tensor], xyz: Tensor, w_t: Tensor) -> list[Tensor]:
+    """Time planes xt, yt, zt ([1,F,R_t,R_a]) at times with interpolation weights w_t [T,R_t],
+    looked up at the points' x, y, z -> list of [N,T,F]."""
+    T, F_ = w_t.shape[0], planes[0].shape[1]
+    if len({p.shape for p in planes}) > 1:
+        out = []
+        for axis, p in enumerate(planes):
+            rows = torch.einsum("kt,fta->akf", w_t, p[0]).reshape(p.shape[3], T * F_)
+            out.append((hat_weights(xyz[:, axis], p.shape[3]) @ rows).view(-1, T, F_))
+        return out
+    size = planes[0].shape[3]
+    rows = torch.einsum("kt,pfta->pakf", w_t, torch.cat(planes)).reshape(len(planes), size, T * F_)
+    weights = hat_weights(xyz.t(), size)  # [3,N,R_a]
+    # one product per plane, not a bmm: the backward's [R,N] @ [N,T*F] reduces over all N
+    # points, which a single mm splits across the GPU and a batch of three does not
+    return [(w @ r).view(-1, T, F_) for w, r in zip(weights.unbind(0), rows.unbind(0), strict=True)]
+
+
 def plane_tv(plane: Tensor) -> Tensor:
     """Total variation as in K-Planes: 2 x (mean squared first difference along H + along W).
-    plane [1,F,H,W] -> scalar."""
-    dh = (plane[..., 1:, :] - plane[..., :-1, :]).square().mean()
-    dw = (plane[..., :, 1:] - plane[..., :, :-1]).square().mean()
-    return 2.0 * (dh + dw)
+    plane [P,F,H,W] (P planes of one shape) -> scalar, the sum over the P planes."""
+    dh = (plane[..., 1:, :] - plane[..., :-1, :]).square().mean((1, 2, 3))
+    dw = (plane[..., :, 1:] - plane[..., :, :-1]).square().mean((1, 2, 3))
+    return 2.0 * (dh + dw).sum()
 
 
 def plane_smoothness(plane: Tensor) -> Tensor:
-    """Mean squared second difference along H (time, for time planes). [1,F,H,W] -> scalar."""
+    """Mean squared second difference along H (time, for time planes). [P,F,H,W] -> scalar,
+    the sum over the P planes."""
     first = plane[..., 1:, :] - plane[..., :-1, :]
-    return (first[..., 1:, :] - first[..., :-1, :]).square().mean()
+    return (first[..., 1:, :] - first[..., :-1, :]).square().mean((1, 2, 3)).sum()
 
 
 def time_planes_l1(plane: Tensor) -> Tensor:
-    """Mean |1 - plane|: keeps time planes near the neutral 1. [1,F,H,W] -> scalar."""
-    return (1.0 - plane).abs().mean()
+    """Mean |1 - plane|: keeps time planes near the neutral 1. [P,F,H,W] -> scalar, the sum
+    over the P planes."""
+    return (1.0 - plane).abs().mean((1, 2, 3)).sum()
+
+
+def stack_by_shape(planes: list[Tensor]) -> list[Tensor]:
+    """Planes [1,F,H,W] grouped by shape and stacked: one [P,F,H,W] per shape, so that a
+    regulariser runs once per shape rather than once per plane."""
+    groups: dict[tuple[int, ...], list[Tensor]] = {}
+    for p in planes:
+        groups.setdefault(tuple(p.shape), []).append(p)
+    return [torch.cat(g) for g in groups.values()]
 
 
 class DeformationMLP(nn.Module):
-    """Linear(in, W) trunk; per output a head ReLU-Linear(W,W)-ReLU-Linear(W,k); Xavier init."""
+    """Linear(in, W) trunk; per output a head ReLU-Linear(W,W)-ReLU-Linear(W,k) (fused:
+    `DeformHeads`); Xavier-uniform weights as the original."""
 
     def __init__(self, in_dim: int, width: int, sh_coeffs: int, generator: torch.Generator | None = None):
         super().__init__()
-        sizes = {"dx": 3, "ds": 3, "dr": 4, "do": 1, "dsh": sh_coeffs * 3}
         self.trunk = nn.Linear(in_dim, width)
-        self.heads = nn.ModuleDict({
-            k: nn.Sequential(nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, n))
-            for k, n in sizes.items()
-        })
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight, generator=generator)  # biases keep torch's default
+        nn.init.xavier_uniform_(self.trunk.weight, generator=generator)  # bias keeps torch's default
+        self.heads = DeformHeads(width, {"dx": 3, "ds": 3, "dr": 4, "do": 1, "dsh": sh_coeffs * 3},
+                                 "xavier", generator)
 
-    def forward(self, features: Tensor, heads: tuple[str, ...] = HEADS) -> dict[str, Tensor]:
-        """features [N, in] -> {head: [N, k]} for the requested heads."""
-        hidden = self.trunk(features)
-        return {k: self.heads[k](hidden) for k in heads}
+    def forward(self, features: Tensor, heads: tuple[str, ...] = HEADS,
+                precision: torch.dtype = torch.float32) -> dict[str, Tensor]:
+        """features [N, in] -> {head: [N, k]} for the requested heads (heads' products at
+        `precision`)."""
+        return self.heads(self.trunk(features), heads, precision)
 
 
 # -- densification -----------------------------------------------------------------------------
@@ -328,24 +376,32 @@ class FourDGSExpert(Expert):
         expert.fine = config.train.iterations > config.coarse_iterations
         return expert.to(device)
 
+    @property
+    def mlp_dtype(self) -> torch.dtype:
+        return check_precision(self.config.mlp_precision, "4dgs.mlp_precision")
+
     # -- the field -----------------------------------------------------------------------------
     def time_coordinate(self, t: float | Tensor) -> Tensor:
         """Normalised time t in [0,1) -> grid coordinate: 2t-1 (whole axis) or t itself
-        (compat_half_time_axis: the original's use of the half axis [0,1)). Returns a 0-d tensor."""
-        t = torch.as_tensor(t, dtype=torch.float32, device=self.aabb.device).reshape(())
+        (compat_half_time_axis: the original's use of the half axis [0,1)). Keeps t's shape
+        (a float gives a 0-d tensor)."""
+        t = torch.as_tensor(t, dtype=torch.float32, device=self.aabb.device)
         return t if self.config.compat_half_time_axis else 2.0 * t - 1.0
+
+    def normalise(self, xyz: Tensor) -> Tensor:
+        """Canonical positions [N,3] -> [-1,1] over the initial points' box."""
+        lo, hi = self.aabb[0], self.aabb[1]
+        return (xyz - lo) * (2.0 / (hi - lo).clamp_min(1e-6)) - 1.0
 
     def field_coords(self, xyz: Tensor, t: float | Tensor) -> Tensor:
         """Canonical positions [N,3] and a time -> grid coordinates [N,4] in [-1,1]."""
-        lo, hi = self.aabb[0], self.aabb[1]
-        p = (xyz - lo) * (2.0 / (hi - lo).clamp_min(1e-6)) - 1.0
-        tc = self.time_coordinate(t).to(xyz.dtype).expand(xyz.shape[0], 1)
-        return torch.cat([p, tc], dim=-1)
+        tc = self.time_coordinate(t).reshape(()).to(xyz.dtype).expand(xyz.shape[0], 1)
+        return torch.cat([self.normalise(xyz), tc], dim=-1)
 
     def deltas(self, xyz: Tensor, t: float | Tensor, heads: tuple[str, ...] = HEADS) -> dict[str, Tensor]:
         """Offsets of the Gaussians at canonical positions xyz [N,3] at time t: dx [N,3],
         ds [N,3], dr [N,4], do [N,1], dsh [N,3K] (only the requested heads)."""
-        return self.mlp(self.field(self.field_coords(xyz, t)), heads)
+        return self.mlp(self.field(self.field_coords(xyz, t)), heads, self.mlp_dtype)
 
     # -- what the rest of the toolkit sees ------------------------------------------------------
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
@@ -361,18 +417,17 @@ class FourDGSExpert(Expert):
             g = Gaussians(means=means, quats=quats, scales=torch.exp(log_scales),
                           opacities=torch.sigmoid(logit_o), sh=sh, sh_degree=self.active_sh_degree)
             return [g] * len(times)
-        coords = self.field_coords(means, 0.0)
-        tcs = [self.time_coordinate(t) for t in times]
-        hidden = torch.cat(self.field.features_at_times(coords[:, :3], tcs))
-        deltas = self.mlp(hidden)
-        out = []
-        for i in range(len(times)):  # one batched query for every Gaussian and time
-            d = {k: v[i * len(means):(i + 1) * len(means)] for k, v in deltas.items()}
-            out.append(Gaussians(means=means + d["dx"], quats=quats + d["dr"],
-                                 scales=torch.exp(log_scales + d["ds"]),
-                                 opacities=torch.sigmoid(logit_o + d["do"][:, 0]),
-                                 sh=sh + d["dsh"].view(sh.shape), sh_degree=self.active_sh_degree))
-        return out
+        n, k = len(means), len(times)
+        tcs = self.time_coordinate(torch.stack([torch.as_tensor(t, dtype=means.dtype, device=means.device)
+                                                for t in times]))
+        hidden = self.field.features_at_times(self.normalise(means), tcs).reshape(k * n, -1)
+        d = {key: v.view(k, n, -1) for key, v in self.mlp(hidden, precision=self.mlp_dtype).items()}
+        # every time at once ([T,N,...]), then one Gaussians per time; unbind, not indexing,
+        # so that the backward gathers the T gradients in one stack, not T zero-filled copies
+        m, q, c = means + d["dx"], quats + d["dr"], sh + d["dsh"].view(k, *sh.shape)
+        sc, op = torch.exp(log_scales + d["ds"]), torch.sigmoid(logit_o + d["do"][..., 0])
+        return [Gaussians(means=mi, quats=qi, scales=si, opacities=oi, sh=ci, sh_degree=self.active_sh_degree)
+                for mi, qi, si, oi, ci in zip(*(x.unbind(0) for x in (m, q, sc, op, c)), strict=True)]
 
     @torch.no_grad()
     def trajectories(self, times: Tensor, ids: Tensor | None = None) -> Tensor:
@@ -389,6 +444,10 @@ class FourDGSExpert(Expert):
         out = {f"grid_{k}": v for k, v in self.field.planes.items()}
         out.update({"mlp_" + k.replace(".", "_"): v for k, v in self.mlp.named_parameters()})
         return out
+
+    def shared_param_groups(self) -> dict[str, list[str]]:
+        names = list(self.shared_params())
+        return {"grid": [n for n in names if n.startswith("grid_")], "mlp": [n for n in names if n.startswith("mlp_")]}
 
     def stage_step(self, step: int) -> int:
         """Step counted from the start of the current stage (stage_local_schedules) or the run."""
@@ -417,9 +476,10 @@ class FourDGSExpert(Expert):
         + l1_time_planes_weight x |1 - time planes|, each summed over planes and levels."""
         c = self.config
         tv_fn = plane_tv if c.plane_tv_mode == "tv" else plane_smoothness
-        tv = sum(tv_fn(p) for p in self.field.spatial_planes())
-        smooth = sum(plane_smoothness(p) for p in self.field.time_planes())
-        l1 = sum(time_planes_l1(p) for p in self.field.time_planes())
+        spatial, temporal = stack_by_shape(self.field.spatial_planes()), stack_by_shape(self.field.time_planes())
+        tv = sum(tv_fn(p) for p in spatial)
+        smooth = sum(plane_smoothness(p) for p in temporal)
+        l1 = sum(time_planes_l1(p) for p in temporal)
         return c.plane_tv_weight * tv + c.time_smoothness_weight * smooth + c.l1_time_planes_weight * l1
 
     def on_step(self, step: int) -> None:
@@ -459,4 +519,4 @@ class FourDGSExpert(Expert):
 
 
 __all__ = ["FourDGSExpert", "FourDGSConfig", "FourDGSStrategy", "HexPlaneField", "DeformationMLP",
-           "DeformLR", "sample_plane", "plane_tv", "plane_smoothness", "time_planes_l1"]
+           "DeformLR", "sample_plane", "plane_tv", "plane_smoothness", "time_planes_l1", "stack_by_shape"]

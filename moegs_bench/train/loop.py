@@ -19,7 +19,7 @@ from ..data.load import SceneData, Views
 from ..errors import ConfigError
 from ..experts.base import Expert
 from ..io import save_torch
-from ..render.backend import RenderSettings, render
+from ..render.backend import RenderSettings, render, render_batch, same_layout
 from .losses import photometric
 
 ProgressFn = Callable[[int, int, dict], None]
@@ -77,7 +77,7 @@ class ViewSampler:
 
 def make_optimizers(expert: Expert) -> tuple[dict[str, torch.optim.Optimizer], torch.optim.Optimizer | None]:
     """One Adam per per-Gaussian tensor (the strategy edits their state when it densifies) and
-    one Adam for the shared parameters (one group each, named)."""
+    one Adam for the shared parameters (one group per `Expert.shared_param_groups` entry)."""
     params = expert.per_gaussian_params()
     fused = all(p.is_cuda for p in params.values())  # one kernel per step instead of several
     per = {name: torch.optim.Adam([{"params": [p], "lr": 0.0, "name": name}], eps=1e-15, fused=fused)
@@ -85,8 +85,9 @@ def make_optimizers(expert: Expert) -> tuple[dict[str, torch.optim.Optimizer], t
     shared = expert.shared_params()
     shared_opt = None
     if shared:
-        shared_opt = torch.optim.Adam([{"params": [p], "lr": 0.0, "name": n} for n, p in shared.items()],
-                                      eps=1e-15, fused=fused)
+        groups = [{"params": [shared[m] for m in members], "lr": 0.0, "name": name, "members": list(members)}
+                  for name, members in expert.shared_param_groups().items()]
+        shared_opt = torch.optim.Adam(groups, eps=1e-15, fused=fused)
     return per, shared_opt
 
 
@@ -95,7 +96,7 @@ def set_learning_rates(lrs: dict[str, float], per: dict, shared_opt) -> None:
         opt.param_groups[0]["lr"] = lrs[name]
     if shared_opt is not None:
         for group in shared_opt.param_groups:
-            group["lr"] = lrs[group["name"]]
+            group["lr"] = lrs[group["members"][0]]
 
 
 @dataclass
@@ -134,37 +135,44 @@ def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: T
                         settings: RenderSettings | None = None, backend: str = "auto"):
     """Render views (camera, frame) of an expert; cams, frames [B] on the CPU (no device sync).
 
-    One rasterisation per distinct time (and per camera for camera-dependent experts).
+    One group of views per distinct time (and per camera for camera-dependent experts); groups
+    of one size whose Gaussians match in count are rasterised together (`render_batch`).
     Returns rgb [B,H,W,3] in the order of the views, and the render outputs.
     """
     camera_dependent = expert.camera_dependent
     groups: dict[tuple[int, int], list[int]] = {}
     for i, (c, f) in enumerate(zip(cams.tolist(), frames.tolist(), strict=True)):
         groups.setdefault((f, c if camera_dependent else -1), []).append(i)
-    order_rgb = [None] * len(cams)
-    outputs = []
     keys = list(groups)
     gaussians = expert.gaussians_at_times([data.times[f] for f, _ in keys],
                                           [c if c >= 0 else int(cams[groups[(f, c)][0]]) for f, c in keys])
-    for ((f, _), members), g in zip(groups.items(), gaussians, strict=True):
-        viewmats, Ks = data.camera_batch(cams[members])
-        out = render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
-                     settings=settings)
-        outputs.append(out)
-        rgb = expert.decode(out.rgb, viewmats, Ks, data.times[f])
-        for j, i in enumerate(members):
-            order_rgb[i] = rgb[j]
+    cameras = [data.camera_batch(cams[members]) for members in groups.values()]
+    if len(gaussians) > 1 and len({len(m) for m in groups.values()}) == 1 and same_layout(gaussians):
+        out = render_batch(gaussians, torch.stack([v for v, _ in cameras]), torch.stack([k for _, k in cameras]),
+                           data.width, data.height, background=background, backend=backend, settings=settings)
+        outputs, images = [out], out.rgb.unbind(0)  # unbind: one backward stack, not B zero-filled copies
+    else:
+        outputs = [render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
+                          settings=settings) for g, (viewmats, Ks) in zip(gaussians, cameras, strict=True)]
+        images = [o.rgb for o in outputs]
+    order_rgb = [None] * len(cams)
+    for (f, _), members, rgb, (viewmats, Ks) in zip(keys, groups.values(), images, cameras, strict=True):
+        rgb = expert.decode(rgb, viewmats, Ks, data.times[f])
+        for i, image in zip(members, rgb.unbind(0), strict=True):
+            order_rgb[i] = image
     return torch.stack(order_rgb), outputs
 
 
 def merged_info(outputs) -> dict:
-    """One strategy `info` for several renders of the same Gaussians in one step."""
+    """One strategy `info` ([C,N] meta, C = every image) for several renders of the same
+    Gaussians in one step (each [C,N] or, from `render_batch`, [B,C,N])."""
     grads = [o.info["means2d"].grad for o in outputs]
-    grad = torch.cat([g if g is not None else torch.zeros_like(o.info["means2d"]) for g, o in zip(grads, outputs, strict=False)])
+    grad = torch.cat([(g if g is not None else torch.zeros_like(o.info["means2d"])).flatten(0, -3)
+                      for g, o in zip(grads, outputs, strict=True)])
     first = outputs[0].info
     return {
         "means2d": SimpleNamespace(grad=grad),
-        "radii": torch.cat([o.info["radii"] for o in outputs]),
+        "radii": torch.cat([o.info["radii"].flatten(0, -3) for o in outputs]),
         "width": first["width"],
         "height": first["height"],
         "n_cameras": sum(int(o.info["n_cameras"]) for o in outputs),

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from moegs_bench.data.scene import intrinsics, look_at
-from moegs_bench.render.backend import render
+from moegs_bench.render.backend import render, render_batch
 from moegs_bench.render.gaussians import Gaussians
 from moegs_bench.render.reference import ALPHA_THRESHOLD, project
 
@@ -103,3 +103,23 @@ def test_gradients_agree():
         a, b = grads["gsplat"][k], grads["reference"][k]
         cos = torch.nn.functional.cosine_similarity(a.flatten(), b.flatten(), dim=0)
         assert cos.item() > 0.99, (k, cos.item())
+
+
+def test_gsplat_batch_equals_one_render_per_set():
+    width, height = 160, 120
+    sets = [random_scene(3000, 10 + b) for b in range(3)]
+    for g in sets:
+        g.means.requires_grad_(True)
+    viewmats, Ks = cameras(width, height)
+    vm, ks = viewmats[:2].expand(3, 2, 4, 4), Ks[:2].expand(3, 2, 3, 3)  # [B=3, C=2]
+    batch = render_batch(sets, vm, ks, width, height, backend="gsplat")
+    assert batch.rgb.shape == (3, 2, height, width, 3) and batch.info["means2d"].shape[:2] == (3, 2)
+    batch.rgb.mean().backward()
+    got = [g.means.grad.clone() for g in sets]
+    for b, g in enumerate(sets):
+        g.means.grad = None
+        one = render(g, vm[b], ks[b], width, height, backend="gsplat")
+        assert (batch.rgb[b] - one.rgb).abs().max().item() < 1e-5
+        assert torch.equal(batch.info["radii"][b], one.info["radii"])
+        (one.rgb.mean() / 3).backward()
+        torch.testing.assert_close(got[b], g.means.grad, rtol=1e-3, atol=1e-8)
