@@ -17,13 +17,11 @@ import time
 from pathlib import Path
 
 import torch
+from scenes import synthetic_scene
 
 from moegs_bench.bench.harness import default_preset, lpips_metric, run_expert
 from moegs_bench.bench.store import RunStore
 from moegs_bench.config import merge
-from moegs_bench.data.load import load_scene
-from moegs_bench.data.scene import is_prepared_scene
-from moegs_bench.data.synthetic import generate_synthetic
 from moegs_bench.device import default_device, synchronize
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.static import StaticExpert
@@ -117,10 +115,7 @@ def main() -> None:
                     help="no training: time each expert as initialised from the scene, in its mid-training stage")
     args = ap.parse_args()
     device = default_device()
-    scene_dir = args.out / "scenes" / f"{args.scene}-{args.rig}-{args.size}"
-    if not is_prepared_scene(scene_dir):
-        generate_synthetic(scene_dir, scene=args.scene, rig=args.rig, size=args.size, device=device)
-    data = load_scene(scene_dir, device, with_gt=True)
+    data = synthetic_scene(args.out, args.scene, args.rig, args.size, device)
     store = RunStore(args.out / "runs")
     lpips = lpips_metric("alex", None, device)
     if args.timing_only:

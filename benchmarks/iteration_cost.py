@@ -18,10 +18,8 @@ from pathlib import Path
 
 import torch
 from experts_full import _time_iterations, static_like, time_against_static
+from scenes import synthetic_scene
 
-from moegs_bench.data.load import load_scene
-from moegs_bench.data.scene import is_prepared_scene
-from moegs_bench.data.synthetic import generate_synthetic
 from moegs_bench.device import default_device, synchronize
 from moegs_bench.experts.ed3dgs import graph_smoothness, knn_graph, neighbour_graph, smoothness
 from moegs_bench.experts.registry import expert_config, get_expert
@@ -81,10 +79,7 @@ def main() -> None:
     ap.add_argument("--smoothness", action="store_true", help="also time the E-D3DGS smoothness term")
     args = ap.parse_args()
     device = default_device()
-    scene_dir = args.out / "scenes" / f"mixed-n3v-{args.size}"
-    if not is_prepared_scene(scene_dir):
-        generate_synthetic(scene_dir, scene="mixed", rig="n3v", size=args.size, device=device)
-    data = load_scene(scene_dir, device, with_gt=True)
+    data = synthetic_scene(args.out, "mixed", "n3v", args.size, device)
     lines = []
     for name in args.experts.split(","):
         for precision in args.precisions.split(","):

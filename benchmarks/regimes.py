@@ -16,11 +16,10 @@ import json
 import time
 from pathlib import Path
 
+from scenes import synthetic_scene
+
 from moegs_bench.bench.harness import run_expert
 from moegs_bench.bench.store import RunStore
-from moegs_bench.data.load import load_scene
-from moegs_bench.data.scene import is_prepared_scene
-from moegs_bench.data.synthetic import generate_synthetic
 from moegs_bench.device import default_device
 
 REGIME_SCENES = ("static", "smooth", "fast", "abrupt", "nonrigid")
@@ -38,10 +37,7 @@ def main() -> None:
     store = RunStore(args.out / "runs")
     rows = []
     for scene in args.scenes.split(","):
-        scene_dir = args.out / "scenes" / f"{scene}-{args.rig}-{args.size}"
-        if not is_prepared_scene(scene_dir):
-            generate_synthetic(scene_dir, scene=scene, rig=args.rig, size=args.size, device=device)
-        data = load_scene(scene_dir, device, with_gt=True)
+        data = synthetic_scene(args.out, scene, args.rig, args.size, device)
         for name in args.experts.split(","):
             t0 = time.perf_counter()
             m = run_expert(name, data, store, save_renders=False).metrics

@@ -140,12 +140,18 @@ def test_features_at_times_equal_forward_values_and_gradients(res):
         assert torch.allclose(a, b, atol=1e-4, rtol=1e-4)
 
 
-def test_gaussians_at_times_equal_one_time_queries(data):
+def deforming(data, seed: int) -> FourDGSExpert:
+    """An expert in its fine stage whose time planes vary, so that the Gaussians move."""
     expert = make(data, coarse_iterations=0)
     expert.on_step(5)
     with torch.no_grad():
         for tp in expert.field.time_planes():
-            tp.add_(0.3 * torch.randn(tp.shape, generator=torch.Generator().manual_seed(0)))
+            tp.add_(0.3 * torch.randn(tp.shape, generator=torch.Generator().manual_seed(seed)))
+    return expert
+
+
+def test_gaussians_at_times_equal_one_time_queries(data):
+    expert = deforming(data, seed=0)
     many = expert.gaussians_at_times([0.1, 0.6])
     for t, g in zip([0.1, 0.6], many, strict=True):
         one = expert.gaussians_at(t)
@@ -352,11 +358,7 @@ def test_trajectories_match_gaussians_at(data):
 
 
 def test_views_at_several_times_render_in_one_batch_like_one_by_one(data):
-    expert = make(data, coarse_iterations=0)
-    expert.on_step(5)
-    with torch.no_grad():
-        for tp in expert.field.time_planes():
-            tp.add_(0.3 * torch.randn(tp.shape, generator=torch.Generator().manual_seed(1)))
+    expert = deforming(data, seed=1)
     views = data.splits["train"]
     idx = torch.tensor([0, 5, 11])  # three views at three different frames
     assert len(set(views.frames[idx].tolist())) == 3

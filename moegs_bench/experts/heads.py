@@ -56,26 +56,24 @@ class DeformHeads(nn.Module):
         self.w2 = nn.Parameter(torch.zeros(total, n * width))
         self.b2 = nn.Parameter(torch.empty(total))
         self.register_buffer("w2_mask", torch.zeros(total, n * width), persistent=False)
+        # head -> (its output rows, its hidden columns) in w2
+        self.blocks: dict[str, tuple[slice, slice]] = {}
+        start = 0
+        for i, k in enumerate(self.names):
+            self.blocks[k] = (slice(start, start + self.sizes[k]), slice(i * width, (i + 1) * width))
+            start += self.sizes[k]
         with torch.no_grad():  # block by block, as separate nn.Linear layers would be
             bound = 1.0 / math.sqrt(width)
-            for rows, cols in self._blocks():
+            for rows, cols in self.blocks.values():
                 _init_weight(self.w1[cols], init, generator)
                 _init_weight(self.w2[rows, cols], init, generator)
                 self.w2_mask[rows, cols] = 1.0
             self.b1.uniform_(-bound, bound, generator=generator)
             self.b2.uniform_(-bound, bound, generator=generator)
 
-    def _blocks(self) -> list[tuple[slice, slice]]:
-        """(output rows, hidden columns) of each head's block of w2, in head order."""
-        out, start = [], 0
-        for i, k in enumerate(self.names):
-            out.append((slice(start, start + self.sizes[k]), slice(i * self.width, (i + 1) * self.width)))
-            start += self.sizes[k]
-        return out
-
     def head_weight(self, name: str) -> Tensor:
         """Head `name`'s last-layer weight [k, W] (a view of its block of w2)."""
-        rows, cols = self._blocks()[self.names.index(name)]
+        rows, cols = self.blocks[name]
         return self.w2[rows, cols]
 
     def forward(self, hidden: Tensor, heads: tuple[str, ...] | None = None,
@@ -98,7 +96,7 @@ class DeformHeads(nn.Module):
             return names, hidden.new_zeros(hidden.shape[0], 0)
         w1, b1, w2, b2 = self.w1, self.b1, self.w2 * self.w2_mask, self.b2
         if len(names) < len(self.names):  # a subset (e.g. trajectories): only its blocks
-            blocks = [self._blocks()[self.names.index(k)] for k in names]
+            blocks = [self.blocks[k] for k in names]
             w1 = torch.cat([w1[cols] for _, cols in blocks])
             b1 = torch.cat([b1[cols] for _, cols in blocks])
             w2 = torch.block_diag(*[w2[rows, cols] for rows, cols in blocks])
