@@ -22,6 +22,7 @@ from scenes import synthetic_scene
 from moegs_bench.bench.harness import default_preset, lpips_metric, run_expert
 from moegs_bench.bench.store import RunStore
 from moegs_bench.config import merge
+from moegs_bench.data.sampling import ViewSampler
 from moegs_bench.device import default_device, synchronize
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.static import StaticExpert
@@ -29,8 +30,7 @@ from moegs_bench.train.loop import (
     expert_loss,
     make_optimizers,
     matmul_precision,
-    render_expert_views,
-    set_learning_rates,
+    render_step,
     step_optimizers,
 )
 
@@ -57,23 +57,14 @@ def time_against_static(expert, data, steps: int, warmup: int, rounds: int = 3) 
 
 def _time_iterations(expert, data, steps: int, warmup: int) -> float:
     per_opt, shared_opt = make_optimizers(expert)
-    views = data.splits["train"]
-    gen = torch.Generator().manual_seed(0)
-    bg = torch.zeros(3, device=data.device)
     cfg = expert.config.train
+    sampler = ViewSampler(data.splits["train"], cfg.batch_size, cfg.same_time, seed=0)
+    bg = torch.zeros(3, device=data.device)
     step0 = cfg.iterations // 2  # mid-training schedules (fine stage, full window)
 
-    def one(step: int) -> None:
-        expert.on_step(step)
-        set_learning_rates(expert.learning_rates(step, data.extent), per_opt, shared_opt)
-        if cfg.same_time:
-            f = int(views.frames[torch.randint(len(views), (1,), generator=gen)])
-            pool = torch.nonzero(views.frames == f).squeeze(1)
-            idx = pool[torch.randperm(len(pool), generator=gen)[: cfg.batch_size]]
-        else:
-            idx = torch.randint(len(views), (cfg.batch_size,), generator=gen)
-        pred, _ = render_expert_views(expert, data, views.cams[idx], views.frames[idx], bg)
-        expert_loss(expert, pred, data.image_float("train", idx), step).backward()
+    def one(step: int) -> None:  # the loop's step, without the densification strategy
+        sv = render_step(expert, data, sampler, step, per_opt, shared_opt, bg)
+        expert_loss(expert, sv.pred, sv.gt, step).backward()
         step_optimizers(per_opt, shared_opt)
 
     for i in range(warmup):

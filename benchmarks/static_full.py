@@ -19,8 +19,7 @@ import torch
 from moegs_bench.bench.harness import lpips_metric, run_expert
 from moegs_bench.bench.store import RunStore
 from moegs_bench.data.load import load_scene
-from moegs_bench.data.scene import is_prepared_scene
-from moegs_bench.data.synthetic import generate_synthetic
+from moegs_bench.data.synthetic import generate_synthetic, synthetic_scene_dir
 from moegs_bench.device import default_device
 from moegs_bench.eval.perf import measure_fps
 from moegs_bench.experts.registry import get_expert
@@ -36,10 +35,9 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     device = default_device()
-    scene_dir = args.out / "scenes" / f"{args.scene}-{args.rig}-{args.size}"
+    scene_dir = synthetic_scene_dir(args.out / "scenes", args.scene, args.rig, args.size, args.seed)
     t0 = time.perf_counter()
-    if not is_prepared_scene(scene_dir):
-        generate_synthetic(scene_dir, scene=args.scene, rig=args.rig, size=args.size, seed=args.seed, device=device)
+    generate_synthetic(scene_dir, scene=args.scene, rig=args.rig, size=args.size, seed=args.seed, device=device)
     gen_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     data = load_scene(scene_dir, device)

@@ -1,4 +1,6 @@
-"""Config helpers: nested dataclasses <-> dicts, TOML presets, dotted overrides (--set a.b=c)."""
+"""Settings in one place: nested dataclasses <-> dicts, TOML files, preset choice, and the
+dotted command-line overrides (`--set a.b=c`, scoped to one expert or router with
+`LABEL:a.b=c`)."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import json
 import tomllib
 import types
 import typing
+from collections.abc import Collection, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -89,14 +92,20 @@ def from_dict(cls: type[T], data: dict, where: str = "") -> T:
     return cls(**kwargs)
 
 
-def merge(cfg: T, data: dict, where: str = "") -> T:
-    """A copy of dataclass `cfg` with the (nested, partial) values of `data` applied."""
+def merge(cfg: T, data: dict, where: str = "", known_only: bool = False) -> T:
+    """A copy of dataclass `cfg` with the (nested, partial) values of `data` applied.
+
+    An unknown key raises ConfigError naming it; with `known_only`, top-level keys `cfg` does
+    not have are skipped instead (settings meant for several configs of different kinds).
+    """
     types_ = _field_types(type(cfg))
     names = {f.name for f in dataclasses.fields(cfg)}
     changes = {}
     for key, value in data.items():
         path = f"{where}.{key}" if where else key
         if key not in names:
+            if known_only:
+                continue
             raise ConfigError(f"unknown setting {path!r} (valid: {', '.join(sorted(names))})")
         current = getattr(cfg, key)
         if dataclasses.is_dataclass(current) and isinstance(value, dict):
@@ -114,12 +123,12 @@ def parse_value(text: str) -> Any:
         return text
 
 
-def overrides_to_dict(overrides: list[str]) -> dict:
+def overrides_to_dict(overrides: Sequence[str], option: str = "--set") -> dict:
     """["train.iterations=100", "sh_degree=1"] -> {"train": {"iterations": 100}, "sh_degree": 1}."""
     out: dict = {}
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. train.iterations=500")
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE, e.g. train.iterations=500")
         key, text = item.split("=", 1)
         parts = key.strip().split(".")
         node = out
@@ -129,11 +138,64 @@ def overrides_to_dict(overrides: list[str]) -> dict:
     return out
 
 
-def load_toml(path: str | Path) -> dict:
+def has_setting(cfg_type: type, dotted: str) -> bool:
+    """Whether dataclass type `cfg_type` has the (dotted, nested) setting `dotted`."""
+    tp: Any = cfg_type
+    for part in dotted.split("."):
+        if not _is_dataclass_type(tp) or part not in {f.name for f in dataclasses.fields(tp)}:
+            return False
+        tp = _field_types(tp)[part]
+    return True
+
+
+def scoped_overrides(items: Sequence[str], labels: Sequence[str], configs: Mapping[str, type],
+                     option: str = "--set") -> dict[str, dict]:
+    """Command-line overrides for several labelled configs (experts, routers).
+
+    items: `KEY=VALUE` (every label whose config has KEY) or `LABEL:KEY=VALUE` (that label
+    only); labels: the labels in use; configs: label -> its config dataclass type.
+    Returns label -> nested overrides dict. ConfigError names an item whose scope is not a
+    label, or an unscoped key that no label's config has.
+    """
+    out: dict[str, list[str]] = {label: [] for label in labels}
+    for item in items:
+        key = item.split("=", 1)[0]
+        if ":" in key:
+            scope, rest = item.split(":", 1)
+            if scope not in out:
+                raise ConfigError(f"{option} {item}: {scope!r} is not one of {', '.join(labels)}")
+            out[scope].append(rest)
+            continue
+        fits = [label for label in labels if has_setting(configs[label], key.strip())]
+        if not fits and "=" in item:
+            raise ConfigError(f"{option} {item}: no {', '.join(labels)} has a setting {key.strip()!r}")
+        for label in fits or labels:
+            out[label].append(item)
+    return {label: overrides_to_dict(own, option) for label, own in out.items()}
+
+
+# synthetic scene size -> the preset that fits it (experts; routers)
+SIZE_PRESETS = {"tiny": "tiny", "small": "small", "full": "fast"}
+ROUTER_SIZE_PRESETS = {"tiny": "tiny", "small": "fast", "full": "fast"}
+
+
+def choose_preset(available: Collection[str], size: str | None = None, named: str | None = None,
+                  size_presets: Mapping[str, str] = SIZE_PRESETS, fallback: str = "paper") -> str | None:
+    """The preset a run uses when none is asked for: the one that fits a synthetic scene's
+    `size`, else the one a dataset file `named`, else `fallback` — each only if `available`."""
+    if size in size_presets and size_presets[size] in available:
+        return size_presets[size]
+    if named in available:
+        return named
+    return fallback if fallback in available else None
+
+
+def load_toml(path: str | Path, what: str = "file") -> dict:
+    """A TOML file as a dict; ConfigError naming the file when it is missing or invalid."""
     path = Path(path)
     try:
         return tomllib.loads(path.read_text())
     except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
+        raise ConfigError(f"{path}: {what} is missing") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML ({exc})") from None

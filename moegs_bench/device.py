@@ -1,4 +1,5 @@
-"""The one place that decides where tensors live and which renderer backend runs."""
+"""The one place that decides where tensors live: CUDA when present, CPU otherwise (the
+renderer backend follows the tensors: render/backend.py)."""
 
 from __future__ import annotations
 

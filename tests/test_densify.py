@@ -3,7 +3,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from moegs_bench.train.densify import append_gaussians, keep_gaussians, reset_rows
+from moegs_bench.optim.densify import append_gaussians, keep_gaussians, reset_rows
 
 
 def setup(n=5):

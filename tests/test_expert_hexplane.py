@@ -20,8 +20,9 @@ from moegs_bench.experts.hexplane import (
     time_planes_l1,
 )
 from moegs_bench.experts.registry import expert_config, get_expert
+from moegs_bench.experts.views import render_expert_views
 from moegs_bench.render.backend import render
-from moegs_bench.train.loop import make_optimizers, merged_info, render_expert_views, train_expert
+from moegs_bench.train.loop import make_optimizers, merged_info, train_expert
 
 CPU = torch.device("cpu")
 

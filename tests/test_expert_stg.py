@@ -22,8 +22,9 @@ from moegs_bench.experts.stg import (
     select_init_points,
     temporal_opacity,
 )
+from moegs_bench.experts.views import render_expert_views
 from moegs_bench.render.backend import render
-from moegs_bench.train.loop import StepContext, make_optimizers, render_expert_views, train_expert
+from moegs_bench.train.loop import StepContext, make_optimizers, train_expert
 
 CPU = torch.device("cpu")
 MODES = ("sh", "rgb", "features")

@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from moegs_bench.cli_prepare import prepare
+from moegs_bench.cli.prepare import prepare
 from moegs_bench.data.datasets import load_dataset
 from moegs_bench.data.formats.n3v import camera_to_llff, llff_to_camera, read_n3v
 from moegs_bench.data.prepare import PrepareOptions, prepare_dataset

@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from moegs_bench.cli_prepare import prepare
+from moegs_bench.cli.prepare import prepare
 from moegs_bench.data.formats.technicolor import (
     Repair,
     camera_to_row,

@@ -23,6 +23,16 @@ def cli(*args):
                           env=env)
 
 
+def table_rows(stdout: str) -> dict[str, list[str]]:
+    """Markdown table rows printed by `run`: first cell (the method) -> the other cells."""
+    out = {}
+    for line in stdout.splitlines():
+        if line.startswith("| ") and not line.startswith("| ---"):
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            out[cells[0]] = cells[1:]
+    return out
+
+
 @pytest.fixture(scope="module")
 def moe_run(tiny_scene_dir, tmp_path_factory):
     runs = tmp_path_factory.mktemp("runs")
@@ -33,9 +43,10 @@ def moe_run(tiny_scene_dir, tmp_path_factory):
 def test_run_router_all_stores_every_method(moe_run):
     runs, out = moe_run
     assert out.returncode == 0, out.stderr
-    for method in ("| static@tiny |", "| static@small |", "| uniform-average |", "| oracle-pixel |",
-                   "| oracle-image |", "| moe-vapr |", "| moe-pixel |", "| moe-volume |"):
-        assert method in out.stdout, method
+    printed = table_rows(out.stdout)
+    for method in ("static (tiny)", "static (small)", "uniform-average", "oracle-pixel", "oracle-image",
+                   "moe-vapr", "moe-pixel", "moe-volume"):
+        assert printed[method][-1] == "trained", method
     assert "router training" in out.stdout and "experts' training" in out.stdout
     df = pd.read_csv(runs / "results.csv")
     psnr = df[df.metric == "psnr"].set_index(["method", "variant"]).value
@@ -46,6 +57,14 @@ def test_run_router_all_stores_every_method(moe_run):
     assert psnr[("oracle-pixel", VARIANT)] > max(psnr[("static", "tiny")], psnr[("static", "small")])
     moe_metrics = set(df[df.method == "moe-vapr"].metric)
     assert {"psnr", "ssim", "train_seconds", "iterations", "best_expert_psnr", "oracle_gain_share"} <= moe_metrics
+    # one evaluation path: every mixture and baseline row has the experts' per-regime PSNR too
+    regimes = {m for m in set(df[df.method == "static"].metric) if m.startswith("psnr_")}
+    assert len(regimes) == 5
+    for method in ("moe-vapr", "moe-pixel", "moe-volume", "uniform-average", "oracle-pixel", "oracle-image"):
+        assert regimes <= set(df[df.method == method].metric), method
+    # the baselines were evaluated in one pass: their time is stored as such, not split
+    base = df[df.method.isin(["uniform-average", "oracle-pixel"]) & (df.metric == "baselines_eval_seconds")]
+    assert len(base) == 2 and base.value.nunique() == 1
 
 
 def test_run_dir_holds_router_gates_and_expert_renders(moe_run):
@@ -58,6 +77,7 @@ def test_run_dir_holds_router_gates_and_expert_renders(moe_run):
     experts = root / "uniform-average" / VARIANT / "seed0" / "experts"
     assert len(list((experts / "static@tiny").glob("*.png"))) == 8
     assert len(list((root / "oracle-pixel" / VARIANT / "seed0" / "gates").glob("*.png"))) == 8
+    assert len(list((root / "static" / "tiny" / "seed0" / "renders").glob("*.png"))) == 8
     cfg = json.loads((vapr / "config.json").read_text())["config"]
     assert cfg["router"] == "vapr" and cfg["config"]["iterations"] == 3 and len(cfg["experts"]) == 2
 
@@ -66,12 +86,16 @@ def test_rerun_reuses_routers_and_a_changed_config_retrains(moe_run, tiny_scene_
     runs, _ = moe_run
     again = cli("run", *ARGS, "--router", "vapr", "--scene", tiny_scene_dir, "--runs", runs)
     assert again.returncode == 0, again.stderr
-    assert "| moe-vapr |" in again.stdout and "computed" not in again.stdout
+    printed = table_rows(again.stdout)
+    assert printed["moe-vapr"][-1] == "reused" and "trained" not in again.stdout
     changed = cli("run", *ARGS[:-1], "iterations=2", "--router", "pixel", "--scene", tiny_scene_dir,
                   "--runs", runs)
     assert changed.returncode == 0, changed.stderr
-    line = next(s for s in changed.stdout.splitlines() if s.startswith("| moe-pixel |"))
-    assert line.endswith("| computed |")
+    assert table_rows(changed.stdout)["moe-pixel"][-1] == "trained"
+    scoped = cli("run", *ARGS, "--router", "pixel", "--router-set", "pixel:lr_pixel=0.01", "--scene",
+                 tiny_scene_dir, "--runs", runs)
+    assert scoped.returncode == 0, scoped.stderr
+    assert table_rows(scoped.stdout)["moe-pixel"][-1] == "trained"
 
 
 def test_bad_router_options_fail_clearly(tiny_scene_dir, tmp_path):
@@ -79,21 +103,17 @@ def test_bad_router_options_fail_clearly(tiny_scene_dir, tmp_path):
     assert out.returncode == 2 and "--router best" in out.stderr
 
 
-def test_expert_labels_routers_and_scoped_settings():
-    from moegs_bench.bench.harness import expert_overrides, resolve_expert_specs, resolve_routers
+def test_routers_and_router_settings():
+    from moegs_bench.bench.experiment import resolve_routers, router_configs
     from moegs_bench.errors import ConfigError
 
-    assert resolve_expert_specs("static@tiny, static@small") == ["static@tiny", "static@small"]
-    assert resolve_expert_specs("static") == ["static"]
-    assert resolve_routers("all") == ["vapr", "pixel", "volume"] and resolve_routers("none") == []
+    assert resolve_routers("all") == ["pixel", "volume", "vapr"] and resolve_routers("none") == []
     assert resolve_routers("pixel,vapr") == ["pixel", "vapr"]
-    labels = ["static@tiny", "static@small"]
-    items = ["train.iterations=5", "static@small:sh_degree=0"]
-    assert expert_overrides("static@tiny", items, labels) == ["train.iterations=5"]
-    assert expert_overrides("static@small", items, labels) == ["train.iterations=5", "sh_degree=0"]
-    with pytest.raises(ConfigError, match="'nope'"):
-        resolve_expert_specs("static@nope")
-    with pytest.raises(ConfigError, match="named twice"):
-        resolve_expert_specs("static@tiny,static@tiny")
-    with pytest.raises(ConfigError, match="'stg' is not one of the experts"):
-        expert_overrides("static@tiny", ["stg:sh_degree=0"], labels)
+    cfgs = router_configs(["vapr", "pixel"], "tiny", ["iterations=7", "lr_phi=0.2", "pixel:lr_pixel=0.1"])
+    assert cfgs["vapr"].iterations == cfgs["pixel"].iterations == 7
+    assert cfgs["vapr"].lr_phi == 0.2 and cfgs["pixel"].lr_pixel == 0.1  # each where it exists
+    assert router_configs(["vapr"], None, [])["vapr"].iterations == 5000  # no scene: paper
+    with pytest.raises(ConfigError, match="no pixel has a setting 'lr_phi'"):
+        router_configs(["pixel"], "tiny", ["lr_phi=0.2"])
+    with pytest.raises(ConfigError, match="'volume' is not one of"):
+        router_configs(["vapr"], "tiny", ["volume:gate=softmax"])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from moegs_bench.cli_prepare import datasets_cmd, prepare
+from moegs_bench.cli.prepare import datasets_cmd, prepare
 from moegs_bench.data.datasets import list_datasets, load_dataset, load_dataset_file
 from moegs_bench.data.formats import RawScene, parse_frame_range, select_frames
 from moegs_bench.data.prepare import (

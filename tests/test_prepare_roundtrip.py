@@ -8,7 +8,7 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from moegs_bench.cli_prepare import prepare
+from moegs_bench.cli.prepare import prepare
 from moegs_bench.data.raw_writers import write_raw_layout
 from moegs_bench.data.scene import read_scene
 from moegs_bench.errors import ConfigError

@@ -5,18 +5,26 @@ from __future__ import annotations
 import csv
 import io
 import math
+import sys
+import types
 
 import pandas as pd
 import pytest
 
+from moegs_bench.data import datasets as ds
 from moegs_bench.errors import ConfigError
+from moegs_bench.report import tables as tables_pkg
 from moegs_bench.report.tables import (
     TABLES,
+    TIDY_COLUMNS,
     build_table,
+    dataset_label,
     format_table,
     latex_escape,
     register_table,
+    table_options,
 )
+from moegs_bench.report.tables import common as table_common
 
 # psnr by (method, variant, scene, seed); ssim = psnr / 100; lpips only for "stg"
 PSNR = {
@@ -57,12 +65,159 @@ def test_registry_and_unknown_names():
     assert "main" in TABLES and TABLES["main"].description
     with pytest.raises(ConfigError, match="valid tables: .*main"):
         build_table("nope", _tidy())
-    with pytest.raises(ConfigError, match="colour"):
-        build_table("main", _tidy(), colour="red")
     with pytest.raises(ConfigError, match="value"):
         build_table("main", _tidy().drop(columns="value"))
     with pytest.raises(ValueError, match="already registered"):
         register_table("main", "again")(lambda df: df)
+
+
+def _notes(dataset: str = "technicolor") -> pd.DataFrame:
+    """A `bench.store.notes` frame: LPIPS of moe (n3) is unavailable."""
+    return pd.DataFrame(
+        [
+            dict(dataset=dataset, scene="train", method="moe", variant="n3", seed=0,
+                 metric="lpips", note="unavailable: AlexNet weights not found")
+        ]
+    )  # fmt: skip
+
+
+def _same(a: pd.DataFrame, b: pd.DataFrame) -> None:
+    pd.testing.assert_frame_equal(a, b)
+    assert a.attrs == b.attrs
+
+
+def test_table_options_are_the_builders_keyword_parameters():
+    assert table_options("overview") == {"dataset", "metrics"}
+    assert table_options("paper") == {"paper_table", "dataset"}
+    assert {"dataset", "notes", "paper", "methods"} <= table_options("main")
+    assert "df" not in table_options("main")
+    with pytest.raises(ConfigError, match="valid tables"):
+        table_options("nope")
+
+
+def test_build_table_drops_options_a_table_does_not_take():
+    # the CLI passes notes= to every table; overview takes none. The two datasets make dataset=
+    # necessary, and metrics= must arrive too: only the unknown option may be dropped.
+    df = _tidy(with_other_dataset=True)
+    plain = build_table("overview", df, dataset="technicolor", metrics=["ssim", "psnr"])
+    with_notes = build_table(
+        "overview", df, notes=_notes(), dataset="technicolor", metrics=["ssim", "psnr"]
+    )
+    _same(with_notes, plain)
+    assert list(plain.columns) == ["SSIM", "PSNR"]
+    assert list(plain.index) == ["stg", "moe (n3)"]
+    _same(build_table("main", _tidy(), colour="red"), build_table("main", _tidy()))
+    # the options a table does take are still checked by it
+    with pytest.raises(ConfigError, match="kitti"):
+        build_table("overview", df, notes=_notes(), dataset="kitti")
+    with pytest.raises(ConfigError, match="several datasets"):
+        build_table("overview", df, notes=_notes())
+    with pytest.raises(ConfigError, match="paper must be"):
+        build_table("main", _tidy(), paper="some", colour="red")
+
+
+@pytest.fixture
+def scratch_tables():
+    """Names of tables a test registers from outside the package; unregistered afterwards."""
+    names: list[str] = []
+    yield names
+    for name in names:
+        TABLES.pop(name, None)
+
+
+def test_table_registered_outside_the_package(scratch_tables):
+    seen: dict[str, dict] = {}
+
+    @register_table("test-count", "Rows per method")
+    def count_table(df: pd.DataFrame, *, method: str | None = None) -> pd.DataFrame:
+        rows = df if method is None else df[df["method"] == method]
+        seen["count"] = {"method": method}
+        return rows.groupby("method").size().to_frame("rows")
+
+    @register_table("test-any", "Takes every option")
+    def any_table(df: pd.DataFrame, **opts) -> pd.DataFrame:
+        seen["any"] = opts
+        return pd.DataFrame({"n": [len(df)]})
+
+    @register_table("test-required", "Needs an option")
+    def required_table(df: pd.DataFrame, column: str) -> pd.DataFrame:
+        return df[[column]]
+
+    scratch_tables += ["test-count", "test-any", "test-required"]
+    assert table_options("test-count") == {"method"}
+    t = build_table("test-count", _tidy(), method="stg", notes=_notes())
+    assert seen["count"] == {"method": "stg"} and t.loc["stg", "rows"] == 16
+    assert t.attrs == {"title": "Rows per method", "footnotes": []}
+    assert "| stg    |   16 |" in format_table(t, "markdown")
+    build_table("test-any", _tidy(), dataset="technicolor", colour="red")
+    assert seen["any"] == {"dataset": "technicolor", "colour": "red"}  # **opts: nothing dropped
+    assert list(build_table("test-required", _tidy(), column="scene").columns) == ["scene"]
+    with pytest.raises(ConfigError, match="table test-required: .*column"):
+        build_table("test-required", _tidy(), notes=_notes())
+
+
+def test_every_module_of_the_package_registers_its_tables(tmp_path, monkeypatch, scratch_tables):
+    # a new table is one new module in report/tables/: put one on the package's path
+    (tmp_path / "extra_table.py").write_text(
+        "from moegs_bench.report.tables import register_table\n\n\n"
+        "@register_table('test-extra', 'From a new module')\n"
+        "def extra_table(df):\n"
+        "    return df\n"
+    )
+    scratch_tables.append("test-extra")
+    monkeypatch.setattr(tables_pkg, "__path__", [*tables_pkg.__path__, str(tmp_path)])
+    try:
+        tables_pkg._load_all()
+        assert TABLES["test-extra"].description == "From a new module"
+    finally:
+        sys.modules.pop(f"{tables_pkg.__name__}.extra_table", None)
+    assert list(TABLES)[:4] == ["main", "router-ablation", "paper", "overview"]
+
+
+def test_dataset_label_from_the_dataset_files():
+    assert [dataset_label(n) for n in ("n3v", "technicolor", "hypernerf", "synthetic")] == [
+        "N3V",
+        "Technicolor",
+        "HyperNeRF",
+        "Synthetic",
+    ]
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        dataset_label("kitti")
+
+
+def test_tables_name_datasets_by_their_label(tmp_path, monkeypatch):
+    # relabel n3v in a copy of datasets/: the tables must follow the file, not a fixed name
+    for path in ds.datasets_dir().glob("*.toml"):
+        text = path.read_text()
+        if path.stem == "n3v":
+            assert 'label = "N3V"' in text
+            text = text.replace('label = "N3V"', 'label = "Neural 3D"')
+        (tmp_path / path.name).write_text(text)
+    monkeypatch.setattr(ds, "datasets_dir", lambda: tmp_path)
+    assert dataset_label("n3v") == "Neural 3D"
+    empty = pd.DataFrame(columns=TIDY_COLUMNS)
+    assert build_table("paper", empty, paper_table=4).attrs["title"].endswith("(Neural 3D)")
+    ours = pd.DataFrame(
+        [dict(dataset="n3v", scene="flame_steak", method="stg", variant="default", seed=0,
+              metric="psnr", value=31.0)]
+    )  # fmt: skip
+    main = build_table("main", ours, metrics=["psnr"])
+    assert "stg (paper)" in main.index
+    assert any("MoE-GS paper on Neural 3D (PSNR" in n for n in main.attrs["footnotes"])
+    router = build_table("router-ablation", ours)
+    assert "Volume-aware Pixel Router (paper, Neural 3D)" in router.index
+    # without a label key the loader falls back to the title
+    n3v = tmp_path / "n3v.toml"
+    n3v.write_text(n3v.read_text().replace('label = "Neural 3D"\n', ""))
+    assert dataset_label("n3v") == "Neural 3D Video (DyNeRF)"
+
+
+def test_dataset_label_without_a_label_field(monkeypatch):
+    # a DatasetSpec from before the `label` field: its title
+    monkeypatch.setattr(
+        table_common, "load_dataset", lambda name: types.SimpleNamespace(title=f"{name} title")
+    )
+    assert dataset_label("n3v") == "n3v title"
 
 
 def test_main_table_values():
@@ -92,20 +247,7 @@ def test_main_table_values():
 
 
 def test_main_table_notes_explain_missing_lpips():
-    notes = pd.DataFrame(
-        [
-            dict(
-                dataset="technicolor",
-                scene="train",
-                method="moe",
-                variant="n3",
-                seed=0,
-                metric="lpips",
-                note="unavailable: AlexNet weights not found",
-            )
-        ]
-    )
-    t = build_table("main", _tidy(), notes=notes)
+    t = build_table("main", _tidy(), notes=_notes())
     assert (
         "LPIPS missing in 2 cell(s): unavailable: AlexNet weights not found" in t.attrs["footnotes"]
     )

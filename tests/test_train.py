@@ -6,10 +6,11 @@ import pytest
 import torch
 
 from moegs_bench.data.load import load_scene
+from moegs_bench.data.sampling import ViewSampler
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.static import StaticExpert
-from moegs_bench.train.loop import ViewSampler, train_expert
-from moegs_bench.train.schedules import exp_decay
+from moegs_bench.optim.schedules import exp_decay
+from moegs_bench.train.loop import train_expert
 
 CPU = torch.device("cpu")
 

@@ -1,23 +1,25 @@
 """Dataset descriptions from `datasets/*.toml`: scenes, frame ranges, test cameras, resolution,
 the expert sets of the paper and per-expert preset names (docs/datasets.md).
 
-Top-level keys of a file: name, title, layout (reader), description, resolution, test_cameras,
-segment, experts, [expert_sets] (N -> expert names), [presets] (expert -> preset name) and
-[scenes.<name>] tables with optional frames ("START:END", END exclusive), test_cameras,
-drop_cameras, repairs, aliases (other folder names of the scene) and description.
+Top-level keys of a file: name, title, label (short name in tables; default the title), layout
+(reader), description, resolution, test_cameras, segment, experts, [expert_sets] (N -> expert
+names), [presets] (expert -> preset name), router_preset (the routers' preset) and
+[scenes.<name>] tables with optional frames
+("START:END", END exclusive), test_cameras, drop_cameras, repairs, aliases (other folder names of
+the scene) and description.
 """
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..config import load_toml
 from ..errors import ConfigError
-from .formats import parse_frame_range
+from .formats import format_names, parse_frame_range
 
-LAYOUTS = ("n3v", "technicolor", "hypernerf", "synthetic")
+GENERATED = ("synthetic",)  # layouts made here rather than read from raw files
 
 
 def datasets_dir() -> Path:
@@ -46,6 +48,7 @@ class DatasetSpec:
     title: str
     layout: str
     path: Path
+    label: str = ""  # short display name ("N3V"); the loader defaults it to the title
     description: str = ""
     resolution: str = "full"
     test_cameras: tuple[str, ...] = ()
@@ -53,6 +56,7 @@ class DatasetSpec:
     experts: tuple[str, ...] = ()
     expert_sets: dict[int, tuple[str, ...]] = field(default_factory=dict)
     presets: dict[str, str] = field(default_factory=dict)
+    router_preset: str | None = None
     scenes: dict[str, SceneSpec] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -103,17 +107,13 @@ def _scene(name: str, obj: Any, path: Path) -> SceneSpec:
 def load_dataset_file(path: str | Path) -> DatasetSpec:
     """Parse and check one dataset TOML file; ConfigError naming the file and key."""
     path = Path(path)
-    try:
-        obj = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: dataset file is missing") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: invalid TOML ({exc})") from None
+    obj = load_toml(path, "dataset file")
     for key in ("name", "layout"):
         if not isinstance(obj.get(key), str):
             raise ConfigError(f"{path}: {key}: expected a string")
-    if obj["layout"] not in LAYOUTS:
-        raise ConfigError(f"{path}: layout {obj['layout']!r} is not one of {', '.join(LAYOUTS)}")
+    layouts = [*format_names(), *GENERATED]
+    if obj["layout"] not in layouts:
+        raise ConfigError(f"{path}: layout {obj['layout']!r} is not one of {', '.join(layouts)}")
     segment = obj.get("segment", 0)
     if not isinstance(segment, int) or segment < 0:
         raise ConfigError(f"{path}: segment: expected an integer >= 0")
@@ -125,15 +125,20 @@ def load_dataset_file(path: str | Path) -> DatasetSpec:
     presets = obj.get("presets", {})
     if not isinstance(presets, dict) or not all(isinstance(v, str) for v in presets.values()):
         raise ConfigError(f"{path}: presets: expected expert = \"preset name\" pairs")
+    router_preset = obj.get("router_preset")
+    if router_preset is not None and not isinstance(router_preset, str):
+        raise ConfigError(f"{path}: router_preset: expected a preset name")
     scenes = {name: _scene(name, s, path) for name, s in obj.get("scenes", {}).items()}
-    known = {"name", "title", "layout", "description", "resolution", "test_cameras", "segment",
-             "experts", "expert_sets", "presets", "scenes"}
+    known = {"name", "title", "label", "layout", "description", "resolution", "test_cameras",
+             "segment", "experts", "expert_sets", "presets", "router_preset", "scenes"}
     return DatasetSpec(
         name=obj["name"], title=str(obj.get("title", obj["name"])), layout=obj["layout"], path=path,
+        label=str(obj.get("label", obj.get("title", obj["name"]))),
         description=str(obj.get("description", "")), resolution=str(obj.get("resolution", "full")),
         test_cameras=_strs(obj.get("test_cameras", []), f"{path}: test_cameras"), segment=segment,
         experts=_strs(obj.get("experts", []), f"{path}: experts"), expert_sets=expert_sets,
-        presets=dict(presets), scenes=scenes, extra={k: v for k, v in obj.items() if k not in known},
+        presets=dict(presets), router_preset=router_preset, scenes=scenes,
+        extra={k: v for k, v in obj.items() if k not in known},
     )
 
 
@@ -153,3 +158,26 @@ def load_dataset(name: str, root: str | Path | None = None) -> DatasetSpec:
         known = sorted(p.stem for p in root.glob("*.toml"))
         raise ConfigError(f"unknown dataset {name!r}; known: {', '.join(known) or '(none)'}")
     return load_dataset_file(path)
+
+
+def _dataset_or_none(name: str) -> DatasetSpec | None:
+    """datasets/<name>.toml, or None when the dataset has no file (a scene of one's own)."""
+    return load_dataset(name) if (datasets_dir() / f"{name}.toml").is_file() else None
+
+
+def dataset_presets(name: str) -> dict[str, str]:
+    """Expert -> preset name that dataset `name`'s file chooses ({} without a file)."""
+    spec = _dataset_or_none(name)
+    return dict(spec.presets) if spec is not None else {}
+
+
+def dataset_router_preset(name: str) -> str | None:
+    """The router preset dataset `name`'s file chooses (None: none, or no file)."""
+    spec = _dataset_or_none(name)
+    return spec.router_preset if spec is not None else None
+
+
+def dataset_expert_sets(name: str) -> dict[int, tuple[str, ...]]:
+    """The paper's expert sets (N -> experts) on dataset `name` ({} without a file)."""
+    spec = _dataset_or_none(name)
+    return dict(spec.expert_sets) if spec is not None else {}

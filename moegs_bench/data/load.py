@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ..errors import SceneFormatError
+from .images import read_image
 from .scene import PreparedScene, read_scene
 
 
@@ -47,6 +48,14 @@ class SceneData:
     def extent(self) -> float:
         return self.scene.scene_extent()
 
+    @property
+    def synthetic_size(self) -> str | None:
+        """The size a synthetic scene was generated at (tiny, small, full); None otherwise."""
+        meta = self.scene.meta
+        gen = meta.get("generator") if isinstance(meta.get("generator"), dict) else meta
+        size = gen.get("size") if isinstance(gen, dict) else None
+        return size if isinstance(size, str) else None
+
     def camera_batch(self, cams: Tensor) -> tuple[Tensor, Tensor]:
         """viewmats [B,4,4] and Ks [B,3,3] for camera indices [B]."""
         cams = cams.to(self.device)
@@ -55,25 +64,6 @@ class SceneData:
     def image_float(self, split: str, idx: Tensor) -> Tensor:
         """Images of views `idx` as float in [0,1]: [B,H,W,3]."""
         return self.splits[split].images[idx.to(self.device)].float() / 255.0
-
-
-def _read_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except FileNotFoundError:
-        raise SceneFormatError(path, None, "image file is missing") from None
-    except Exception as exc:
-        raise SceneFormatError(path, None, f"unreadable image ({exc})") from None
-
-
-def _read_label(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    with Image.open(path) as im:
-        return np.asarray(im)
 
 
 def load_scene(root: str | Path | PreparedScene, device: torch.device,
@@ -107,7 +97,7 @@ def _load_views(scene: PreparedScene, split: str, device, width: int, height: in
     names = [c.name for c in scene.cameras]
     paths = [scene.image_path(names[c], f) for c, f in views]
     images = torch.empty(len(views), height, width, 3, dtype=torch.uint8, device=device)
-    for i, (path, img) in enumerate(zip(paths, pool.map(_read_png, paths), strict=False)):
+    for i, (path, img) in enumerate(zip(paths, pool.map(read_image, paths), strict=False)):
         if img.shape != (height, width, 3):
             raise SceneFormatError(path, None, f"image is {img.shape[1]}x{img.shape[0]}, scene.json says {width}x{height}")
         images[i] = torch.from_numpy(img).to(device)
@@ -118,5 +108,5 @@ def _load_views(scene: PreparedScene, split: str, device, width: int, height: in
         out.depth = torch.from_numpy(np.stack(list(pool.map(np.load, dpaths)))).float().to(device)
     if with_gt and "labels" in scene.gt:
         lpaths = [scene.root / scene.gt["labels"][names[c]][f] for c, f in views]
-        out.labels = torch.from_numpy(np.stack(list(pool.map(_read_label, lpaths)))).long().to(device)
+        out.labels = torch.from_numpy(np.stack(list(pool.map(lambda p: read_image(p, None), lpaths)))).long().to(device)
     return out

@@ -27,24 +27,14 @@ import numpy as np
 
 from ..errors import ConfigError, MoegsError, SceneFormatError
 from ..io import atomic_write_json, save_png
+from ..progress import ProgressFactory, Tally, task
 from .colmap_init import ColmapConfig, frame_cloud_path, is_monocular, write_point_clouds
 from .datasets import DatasetSpec
-from .formats import RawScene, frame_times_in_range, parse_frame_range
-from .formats.hypernerf import available_downscales, is_hypernerf_scene, read_hypernerf
-from .formats.n3v import is_n3v_scene, read_n3v
-from .formats.technicolor import is_technicolor_scene, parse_repairs, read_technicolor
-from .scene import SCENE_FILE, Camera, PreparedScene, write_scene
+from .formats import RawScene, ReadRequest, frame_times_in_range, get_format, parse_frame_range
+from .scene import SCENE_FILE, PreparedScene, write_scene
 
 PREPARE_FILE = "prepare.json"
 PREPARE_VERSION = 1
-
-# A progress hook: (task description, total) -> advance(n) callable.
-ProgressFactory = Callable[[str, int], Callable[[int], None]]
-
-
-def _no_progress(description: str, total: int) -> Callable[[int], None]:
-    return lambda n=1: None
-
 
 # -- options ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -186,7 +176,6 @@ def prepare_raw_scene(
     progress: ProgressFactory | None = None,
 ) -> list[PreparedScene]:
     """Write one prepared scene per segment of `raw` and return them (scene.json written last)."""
-    progress = progress or _no_progress
     resolution = Resolution.parse(options.resolution)
     segments = plan_segments(raw, Path(out_dir), options.segment)
     scenes = [_scene_for_segment(raw, seg, resolution) for seg in segments]
@@ -271,7 +260,7 @@ PROCESS_ENCODE_PIXELS = 512 * 384
 
 
 def _extract_images(raw: RawScene, scenes: Sequence[PreparedScene], workers: int,
-                    progress: ProgressFactory) -> None:
+                    progress: ProgressFactory | None) -> None:
     """Decode, resize (area filter) and write every image that is not written yet.
 
     Cameras are decoded in parallel threads (the decoders release the GIL); large images are
@@ -284,7 +273,7 @@ def _extract_images(raw: RawScene, scenes: Sequence[PreparedScene], workers: int
                 if rel is not None:
                     jobs.setdefault(cam.name, []).append((scene.frame_ids[i], scene.root / rel, (cam.width, cam.height)))
     total = sum(len(v) for v in jobs.values())
-    advance = progress(f"{raw.name}: images", total)
+    advance = Tally(task(progress, f"{raw.name}: images"), total).advance
     todo = {}
     for cam, items in jobs.items():
         missing = [it for it in items if not it[1].is_file()]
@@ -333,31 +322,27 @@ def _extract_camera(raw: RawScene, cam: str, items: list[tuple[int, Path, tuple[
                                f"{len(targets) - written} frame(s) were not delivered")
 
 
-def _colmap(scene: PreparedScene, frames: list[int], config: ColmapConfig, progress: ProgressFactory) -> dict:
+def _colmap(scene: PreparedScene, frames: list[int], config: ColmapConfig,
+            progress: ProgressFactory | None) -> dict:
     monocular = is_monocular(scene)
-    advance = progress(f"{scene.name}: COLMAP", 1 if monocular else len(frames))
+    advance = Tally(task(progress, f"{scene.name}: COLMAP"), 1 if monocular else len(frames)).advance
     cached = 0 if monocular else sum((Path(scene.root) / frame_cloud_path(f)).is_file() for f in frames)
     advance(cached)
     return write_point_clouds(scene, frames, config, on_done=lambda f, n, s: advance(1))
 
 
 # -- finding scenes and the top level ---------------------------------------------------------------------
-_DETECT = {"n3v": is_n3v_scene, "technicolor": is_technicolor_scene, "hypernerf": is_hypernerf_scene}
-_EXPECT = {"n3v": "poses_bounds.npy and cam*.mp4", "technicolor": "cameras_parameters.txt and *_undist_*.png",
-           "hypernerf": "dataset.json, metadata.json, scene.json, camera/ and rgb/"}
-
-
 def find_scene_dirs(layout: str, src: Path) -> list[Path]:
     """`src` itself if it is a scene of `layout`, else its sub-folders that are."""
     src = Path(src)
     if not src.is_dir():
         raise ConfigError(f"--src {src}: no such folder")
-    detect = _DETECT[layout]
-    if detect(src):
+    fmt = get_format(layout)
+    if fmt.detect(src):
         return [src]
-    found = sorted(p for p in src.iterdir() if p.is_dir() and detect(p))
+    found = sorted(p for p in src.iterdir() if p.is_dir() and fmt.detect(p))
     if not found:
-        raise SceneFormatError(src, None, f"no {layout} scene found (a scene folder holds {_EXPECT[layout]})")
+        raise SceneFormatError(src, None, f"no {layout} scene found (a scene folder holds {fmt.expect})")
     return found
 
 
@@ -382,50 +367,35 @@ def select_scene_dirs(layout: str, src: Path, names: Sequence[str] | None, spec:
 
 
 def read_raw_scene(layout: str, scene_dir: Path, spec: DatasetSpec, frames: str | None,
-                   resolution: Resolution, keep_dropped: bool = False) -> tuple[RawScene, Resolution]:
+                   resolution: Resolution, flags: dict[str, bool] | None = None) -> tuple[RawScene, Resolution]:
     """Read one scene folder with its dataset settings; returns the scene and the resolution
-    still to apply to its images (HyperNeRF may read a pre-scaled rgb/<k>x folder instead)."""
+    still to apply to its images (a reader may pick pre-scaled images, e.g. HyperNeRF's rgb/<k>x)."""
     settings = spec.scene_settings(scene_dir.name)
-    wanted = parse_frame_range(frames) if frames else settings.frames
-    name = settings.name
-    if layout == "n3v":
-        raw = read_n3v(scene_dir, wanted, settings.test_cameras or ("cam00",),
-                       () if keep_dropped else settings.drop_cameras, name)
-    elif layout == "technicolor":
-        raw = read_technicolor(scene_dir, wanted, settings.test_cameras or ("cam10",),
-                               parse_repairs(settings.repairs, f"{spec.path}: scenes.{name}"), name)
-    elif layout == "hypernerf":
-        k = resolution.downscale
-        have = available_downscales(scene_dir)
-        use = k if k is not None and k in have else 1
-        if use not in have:
-            raise SceneFormatError(scene_dir / "rgb" / f"{use}x", None, "image folder is missing")
-        raw = read_hypernerf(scene_dir, wanted, use, bool(spec.extra.get("centered_principal_point", False)), name)
-        if use == k:
-            resolution = Resolution("full")
-    else:
-        raise ConfigError(f"layout {layout!r} has no raw reader")
-    return raw, resolution
+    request = ReadRequest(
+        scene_dir=scene_dir, name=settings.name,
+        frames=parse_frame_range(frames) if frames else settings.frames,
+        test_cameras=tuple(settings.test_cameras or ()), drop_cameras=settings.drop_cameras,
+        repairs=settings.repairs, where=f"{spec.path}: scenes.{settings.name}",
+        downscale=resolution.downscale, settings=dict(spec.extra), flags=dict(flags or {}),
+    )
+    raw, applied = get_format(layout).read(request)
+    return raw, (Resolution("full") if applied > 1 and applied == resolution.downscale else resolution)
 
 
 def prepare_dataset(
     layout: str, src: str | Path, out: str | Path, spec: DatasetSpec,
     scenes: Sequence[str] | None = None, frames: str | None = None,
-    options: PrepareOptions = PrepareOptions(), keep_dropped: bool = False,
+    options: PrepareOptions = PrepareOptions(), flags: dict[str, bool] | None = None,
     progress: ProgressFactory | None = None,
 ) -> list[PreparedScene]:
-    """Validate every selected scene of a raw dataset, then prepare them one by one."""
+    """Validate every selected scene of a raw dataset, then prepare them one by one.
+    flags: the format's own command-line flags (RawFormat.flags), name -> value."""
     resolution = Resolution.parse(options.resolution)
     dirs = select_scene_dirs(layout, Path(src), scenes, spec)
-    raws = [read_raw_scene(layout, d, spec, frames, resolution, keep_dropped) for d in dirs]
+    raws = [read_raw_scene(layout, d, spec, frames, resolution, flags) for d in dirs]
     out_scenes: list[PreparedScene] = []
     for raw, res in raws:
         opts = PrepareOptions(res.text, options.segment, options.colmap, options.colmap_frames,
                               options.workers, options.colmap_config)
         out_scenes += prepare_raw_scene(raw, out, opts, progress)
     return out_scenes
-
-
-def camera_summary(cameras: Sequence[Camera]) -> str:
-    sizes = sorted({(c.width, c.height) for c in cameras})
-    return ", ".join(f"{w}x{h}" for w, h in sizes)

@@ -162,11 +162,6 @@ def ssim(pred: Tensor, gt: Tensor, convention: SsimConvention = "3dgs") -> Tenso
     return ssim_map(pred, gt, convention).flatten(1).mean(dim=1)
 
 
-def dssim_loss(pred: Tensor, gt: Tensor) -> Tensor:
-    """D-SSIM training loss 1 - SSIM ("3dgs" convention), averaged over the batch -> scalar."""
-    return 1.0 - ssim(pred, gt, convention="3dgs").mean()
-
-
 # ----------------------------------------------------------------------------- LPIPS
 
 

@@ -17,6 +17,8 @@ import torch
 from torch import Tensor, nn
 
 from ..config import from_dict, to_dict
+from ..data.init import InitData
+from ..data.load import SceneData
 from ..io import save_torch
 from ..render.gaussians import Gaussians
 
@@ -55,7 +57,8 @@ class TrainConfig:
 
 class Expert(nn.Module, metaclass=ABCMeta):
     """Base class. Subclasses set `name`, `Config` (a dataclass with a `train: TrainConfig`
-    field) and implement `from_scene`, `gaussians_at`, `learning_rates`."""
+    field, and `sh_degree` / `sh_degree_interval` for SH colours) and implement `from_init`,
+    `gaussians_at`, `learning_rates`."""
 
     name: ClassVar[str] = "expert"
     Config: ClassVar[type] = object
@@ -67,12 +70,18 @@ class Expert(nn.Module, metaclass=ABCMeta):
         super().__init__()
         self.config = config
         self.params = nn.ParameterDict()  # per-Gaussian tensors, rows aligned with Gaussians
+        self.active_sh_degree = 0  # SH bands in use: one more every `sh_degree_interval` steps
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
     @abstractmethod
-    def from_scene(cls, data, config, generator: torch.Generator | None = None) -> Expert:
-        """Initialise from a loaded scene (SceneData): point clouds, cameras, times."""
+    def from_init(cls, init: InitData, config, generator: torch.Generator | None = None) -> Expert:
+        """Initialise from a scene's point clouds, counts and extent (data.init.InitData)."""
+
+    @classmethod
+    def from_scene(cls, data: SceneData, config, generator: torch.Generator | None = None) -> Expert:
+        """`from_init` with what a loaded scene offers."""
+        return cls.from_init(InitData.from_scene(data), config, generator)
 
     # -- what the rest of the toolkit sees ----------------------------------------------------
     @abstractmethod
@@ -111,7 +120,11 @@ class Expert(nn.Module, metaclass=ABCMeta):
         return None
 
     def on_step(self, step: int) -> None:
-        """Schedules that change the model (SH degree, coarse->fine, ...)."""
+        """Schedules that change the model: here the SH degree (3DGS's schedule); experts add
+        theirs (coarse->fine, progressive frames, ...) and call this one."""
+        interval = getattr(self.config, "sh_degree_interval", None)
+        if interval is not None:
+            self.active_sh_degree = min(self.config.sh_degree, step // max(interval, 1))
 
     def active_frames(self, step: int, num_frames: int) -> int:
         """Training sees frames [0, active_frames) at `step` (progressive training)."""
@@ -153,7 +166,7 @@ class Expert(nn.Module, metaclass=ABCMeta):
         """Called once per step after the optimisers and the strategy ran, with a
         `train.loop.StepContext` (optimisers, strategy state, renders, images). Experts that
         add, convert or re-initialise Gaussians outside the strategy do it here, keeping
-        optimiser state aligned (see `train.densify`)."""
+        optimiser state aligned (see `optim.densify`)."""
 
     def on_densify(self) -> None:
         """Called after the number of Gaussians changed (caches keyed by N, neighbour lists)."""
@@ -169,11 +182,11 @@ class Expert(nn.Module, metaclass=ABCMeta):
         }
 
     def extra_state(self) -> dict:
-        """Non-parameter state a subclass must keep across save/load."""
-        return {}
+        """Non-parameter state kept across save/load (subclasses add theirs to this)."""
+        return {"active_sh_degree": self.active_sh_degree}
 
     def load_extra_state(self, state: dict) -> None:
-        pass
+        self.active_sh_degree = int(state.get("active_sh_degree", getattr(self.config, "sh_degree", 0)))
 
     def load_checkpoint(self, ckpt: dict) -> None:
         """Replace parameters with those of `ckpt` (sizes may differ: densification)."""
@@ -198,5 +211,8 @@ class Expert(nn.Module, metaclass=ABCMeta):
 
     @classmethod
     def empty(cls, config, device: torch.device) -> Expert:
-        """An expert with the right structure and placeholder parameters (filled by load)."""
-        return cls(config).to(device)
+        """An expert with the right structure and placeholder parameters (filled by load),
+        all SH bands active (a loaded model is a trained one)."""
+        expert = cls(config).to(device)
+        expert.active_sh_degree = getattr(config, "sh_degree", 0)
+        return expert

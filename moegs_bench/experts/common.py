@@ -8,8 +8,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ..optim.schedules import exp_decay
 from ..render.sh import num_sh_bases, rgb_to_sh0
-from ..train.schedules import exp_decay
 
 
 def knn_mean_sq_dist(points: Tensor, k: int = 3, chunk: int = 4096) -> Tensor:

@@ -21,10 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.init import InitData
 from ..errors import ConfigError
+from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from ..render.sh import num_sh_bases
-from ..train.schedules import exp_decay
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import GaussianLR, init_gaussian_tensors, subsample
 from .heads import DeformHeads, check_precision
@@ -379,7 +380,6 @@ class ED3DGSExpert(Expert):
         super().__init__(config)
         c = config
         self.camera_dependent = c.lr.time_offset > 0  # without offsets the views of one time batch together
-        self.active_sh_degree = 0
         self.step = 0
         std = c.temporal_init_std
         table = torch.randn(c.temporal_rows, c.temporal_embedding_dim) * std if std > 0 else \
@@ -398,26 +398,20 @@ class ED3DGSExpert(Expert):
 
     # -- construction ------------------------------------------------------------------------
     @classmethod
-    def from_scene(cls, data, config: ED3DGSConfig, generator: torch.Generator | None = None) -> ED3DGSExpert:
+    def from_init(cls, init: InitData, config: ED3DGSConfig, generator: torch.Generator | None = None) -> ED3DGSExpert:
         generator = generator or torch.Generator().manual_seed(0)
         which = config.init_points
-        if which == "downsampled" and "downsampled" not in data.scene.points:
+        if which == "downsampled" and not init.has_points("downsampled"):
             which = "merged"
-        pts = subsample(data.scene.load_points(which), config.max_init_points, generator)
-        expert = cls(config, num_cameras=int(data.Ks.shape[0]))
+        pts = subsample(init.points(which), config.max_init_points, generator)
+        expert = cls(config, num_cameras=init.num_cameras)
         for k, v in init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity,
-                                          data.device).items():
+                                          init.device).items():
             expert.params[k] = nn.Parameter(v)
         n = expert.num_gaussians
-        expert.params["embedding"] = nn.Parameter(torch.zeros(n, config.gaussian_embedding_dim, device=data.device))
-        expert.train_cameras[data.splits["train"].cams.unique()] = True
-        return expert.to(data.device)
-
-    @classmethod
-    def empty(cls, config: ED3DGSConfig, device: torch.device) -> ED3DGSExpert:
-        expert = cls(config)
-        expert.active_sh_degree = config.sh_degree
-        return expert.to(device)
+        expert.params["embedding"] = nn.Parameter(torch.zeros(n, config.gaussian_embedding_dim, device=init.device))
+        expert.train_cameras[init.train_cameras] = True
+        return expert.to(init.device)
 
     # -- schedules ---------------------------------------------------------------------------------
     def fine_rows(self, step: int | None = None) -> int:
@@ -436,8 +430,7 @@ class ED3DGSExpert(Expert):
 
     def on_step(self, step: int) -> None:
         self.step = step
-        interval = max(self.config.sh_degree_interval, 1)
-        self.active_sh_degree = min(self.config.sh_degree, step // interval)
+        super().on_step(step)
 
     # -- deformation ---------------------------------------------------------------------------------
     def time_for(self, t: float | Tensor, camera: int | None) -> Tensor:
@@ -545,11 +538,11 @@ class ED3DGSExpert(Expert):
 
     # -- persistence ------------------------------------------------------------------------------------
     def extra_state(self) -> dict:
-        return {"active_sh_degree": self.active_sh_degree, "step": self.step,
+        return {**super().extra_state(), "step": self.step,
                 "train_cameras": self.train_cameras.cpu()}
 
     def load_extra_state(self, state: dict) -> None:
-        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
+        super().load_extra_state(state)
         self.step = int(state.get("step", 0))
         if "train_cameras" in state:
             self.train_cameras = state["train_cameras"].to(self.temporal.device).bool()

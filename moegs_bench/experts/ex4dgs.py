@@ -25,9 +25,10 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import duplicate, split
 from torch import Tensor, nn
 
+from ..data.init import InitData
+from ..optim.densify import reset_rows
+from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
-from ..train.densify import reset_rows
-from ..train.schedules import exp_decay
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import init_gaussian_tensors, subsample
 from .registry import register_expert
@@ -256,16 +257,15 @@ class Ex4DGSExpert(Expert):
     def __init__(self, config: Ex4DGSConfig, num_frames: int = 1):
         super().__init__(config)
         self.num_frames = num_frames
-        self.active_sh_degree = 0
         self.pending_conversion = False
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_scene(cls, data, config: Ex4DGSConfig, generator: torch.Generator | None = None) -> Ex4DGSExpert:
+    def from_init(cls, init: InitData, config: Ex4DGSConfig, generator: torch.Generator | None = None) -> Ex4DGSExpert:
         generator = generator or torch.Generator().manual_seed(0)
-        pts = subsample(data.scene.load_points(config.init_points), config.max_init_points, generator)
-        base = init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity, data.device)
-        return cls.from_tensors(base, len(data.times), config)
+        pts = subsample(init.points(config.init_points), config.max_init_points, generator)
+        base = init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity, init.device)
+        return cls.from_tensors(base, init.num_frames, config)
 
     @classmethod
     def from_tensors(cls, base: dict[str, Tensor], num_frames: int, config: Ex4DGSConfig) -> Ex4DGSExpert:
@@ -290,12 +290,6 @@ class Ex4DGSExpert(Expert):
         centers = torch.tensor([0.0, float(self.num_frames - 1)], device=device).expand(n, 2).clone()
         widths = torch.full((n, 2), math.log(self.config.keyframe_interval), device=device)
         return centers, widths
-
-    @classmethod
-    def empty(cls, config: Ex4DGSConfig, device: torch.device) -> Ex4DGSExpert:
-        expert = cls(config)
-        expert.active_sh_degree = config.sh_degree
-        return expert
 
     # -- time ------------------------------------------------------------------------------------
     @property
@@ -382,8 +376,7 @@ class Ex4DGSExpert(Expert):
         return c.static_reg * static_term + c.motion_reg * motion_term
 
     def on_step(self, step: int) -> None:
-        interval = max(self.config.sh_degree_interval, 1)
-        self.active_sh_degree = min(self.config.sh_degree, step // interval)
+        super().on_step(step)
         if step > 0:
             old, new = self.active_frames(step - 1, self.num_frames), self.active_frames(step, self.num_frames)
             if new > old:
@@ -487,11 +480,11 @@ class Ex4DGSExpert(Expert):
 
     # -- persistence --------------------------------------------------------------------------------
     def extra_state(self) -> dict:
-        return {"active_sh_degree": self.active_sh_degree, "num_frames": self.num_frames,
+        return {**super().extra_state(), "num_frames": self.num_frames,
                 "pending_conversion": self.pending_conversion}
 
     def load_extra_state(self, state: dict) -> None:
-        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
+        super().load_extra_state(state)
         self.num_frames = int(state.get("num_frames", self.num_frames))
         self.pending_conversion = bool(state.get("pending_conversion", False))
 

@@ -16,10 +16,11 @@ import torch.nn.functional as F
 from gsplat.strategy import DefaultStrategy
 from torch import Tensor, nn
 
+from ..data.init import InitData
 from ..errors import ConfigError
+from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from ..render.sh import num_sh_bases
-from ..train.schedules import exp_decay
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import GaussianLR, init_gaussian_tensors, subsample
 from .heads import DeformHeads, check_precision
@@ -350,31 +351,29 @@ class FourDGSExpert(Expert):
                                   generator)
         # [min; max] of the initial points: xyz is normalised to [-1,1] by it
         self.register_buffer("aabb", torch.tensor([[-1.0] * 3, [1.0] * 3]))
-        self.active_sh_degree = 0
         self.fine = False
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_scene(cls, data, config: FourDGSConfig, generator: torch.Generator | None = None) -> FourDGSExpert:
+    def from_init(cls, init: InitData, config: FourDGSConfig, generator: torch.Generator | None = None) -> FourDGSExpert:
         generator = generator or torch.Generator().manual_seed(0)
         which = config.init_points
         if which == "auto":
-            which = "downsampled" if data.scene.points.get("downsampled") else "merged"
-        pts = subsample(data.scene.load_points(which), config.max_init_points, generator)
+            which = "downsampled" if init.has_points("downsampled") else "merged"
+        pts = subsample(init.points(which), config.max_init_points, generator)
         expert = cls(config, generator)
         for k, v in init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity,
                                           torch.device("cpu")).items():
             expert.params[k] = nn.Parameter(v)
         xyz = expert.params["means"].detach()
         expert.aabb.copy_(torch.stack([xyz.min(0).values, xyz.max(0).values]))
-        return expert.to(data.device)
+        return expert.to(init.device)
 
     @classmethod
     def empty(cls, config: FourDGSConfig, device: torch.device) -> FourDGSExpert:
-        expert = cls(config)
-        expert.active_sh_degree = config.sh_degree
+        expert = super().empty(config, device)
         expert.fine = config.train.iterations > config.coarse_iterations
-        return expert.to(device)
+        return expert
 
     @property
     def mlp_dtype(self) -> torch.dtype:
@@ -483,9 +482,8 @@ class FourDGSExpert(Expert):
         return c.plane_tv_weight * tv + c.time_smoothness_weight * smooth + c.l1_time_planes_weight * l1
 
     def on_step(self, step: int) -> None:
-        c = self.config
-        self.active_sh_degree = min(c.sh_degree, step // max(c.sh_degree_interval, 1))
-        self.fine = step >= c.coarse_iterations
+        super().on_step(step)
+        self.fine = step >= self.config.coarse_iterations
 
     def after_step(self, step: int, ctx) -> None:
         # the original starts the fine stage with a new optimiser and fresh densify statistics
@@ -508,11 +506,11 @@ class FourDGSExpert(Expert):
 
     # -- persistence ---------------------------------------------------------------------------
     def extra_state(self) -> dict:
-        return {"active_sh_degree": self.active_sh_degree, "fine": self.fine,
+        return {**super().extra_state(), "fine": self.fine,
                 "aabb": self.aabb.detach().cpu().tolist()}
 
     def load_extra_state(self, state: dict) -> None:
-        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
+        super().load_extra_state(state)
         self.fine = bool(state.get("fine", self.fine))
         if "aabb" in state:
             self.aabb.copy_(torch.tensor(state["aabb"], dtype=self.aabb.dtype))

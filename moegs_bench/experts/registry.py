@@ -1,4 +1,6 @@
-"""Expert registry (name -> class) and the paper's expert sets."""
+"""Expert registry: name -> class, filled by `@register_expert` in each expert's module, and
+an expert's config from its defaults, a preset and overrides. (Which experts form the paper's
+sets is a property of a dataset: `[expert_sets]` in datasets/*.toml.)"""
 
 from __future__ import annotations
 
@@ -10,19 +12,13 @@ from ..errors import ConfigError
 
 EXPERTS: dict[str, type] = {}
 
-# every module of this package that is not infrastructure defines (and registers) experts,
-# so a new expert is one new file
-_NOT_EXPERTS = {"base", "common", "registry"}
-
-# MoE-GS §4.1: N=2 {Ex4DGS, STG}; N=3 + E-D3DGS; N=4 + 4DGaussians
-EXPERT_SETS: dict[int, tuple[str, ...]] = {
-    2: ("ex4dgs", "stg"),
-    3: ("ex4dgs", "stg", "ed3dgs"),
-    4: ("ex4dgs", "stg", "ed3dgs", "4dgs"),
-}
+# the modules of this package that hold shared pieces, not experts; every other module
+# defines (and registers) experts, so a new expert is one new file
+_NOT_EXPERTS = {"base", "common", "heads", "registry", "views"}
 
 
 def register_expert(cls):
+    """Class decorator: make expert `cls.name` available by name."""
     EXPERTS[cls.name] = cls
     return cls
 
@@ -46,24 +42,27 @@ def available_experts() -> list[str]:
     return sorted(EXPERTS)
 
 
-def resolve_expert_list(spec: str) -> list[str]:
-    """'static', 'stg,ex4dgs' or a set size '2'/'3'/'4' -> expert names (all must exist)."""
-    spec = spec.strip()
-    if spec.isdigit():
-        n = int(spec)
-        if n not in EXPERT_SETS:
-            raise ConfigError(f"--experts {n}: the paper's expert sets have N in {sorted(EXPERT_SETS)}")
-        names = list(EXPERT_SETS[n])
-    else:
-        names = [s.strip() for s in spec.split(",") if s.strip()]
-    if not names:
-        raise ConfigError("--experts: no expert named")
-    planned = {n for names_ in EXPERT_SETS.values() for n in names_}
-    for n in names:
-        if n not in available_experts():
-            what = "is not implemented yet" if n in planned else "is not a known expert"
-            raise ConfigError(f"--experts: {n!r} {what} (available: {', '.join(available_experts())})")
-    return names
+def split_label(label: str) -> tuple[str, str | None]:
+    """An expert label -> (expert name, preset): 'static@tiny' -> ('static', 'tiny'),
+    'stg' -> ('stg', None). A label names one expert in one configuration, so one expert can
+    appear twice in a mixture."""
+    name, _, preset = label.partition("@")
+    return name, (preset or None)
+
+
+def check_labels(labels: list[str], what: str = "--experts") -> list[str]:
+    """Expert labels that all exist (experts and presets), each named once; ConfigError
+    otherwise."""
+    if not labels:
+        raise ConfigError(f"{what}: no expert named")
+    for label in labels:
+        name, preset = split_label(label)
+        get_expert(name)
+        if preset is not None:
+            expert_config(name, preset)  # one clear error for an unknown preset
+    if len(set(labels)) != len(labels):
+        raise ConfigError(f"{what}: an expert is named twice ({', '.join(labels)})")
+    return labels
 
 
 def expert_config(name: str, preset: str | None = None, overrides: dict | None = None):

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..data.init import InitData
 from ..render.gaussians import Gaussians
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import GaussianLR, init_gaussian_tensors, subsample
@@ -52,22 +53,15 @@ class StaticExpert(Expert):
 
     def __init__(self, config: StaticConfig):
         super().__init__(config)
-        self.active_sh_degree = 0
 
     @classmethod
-    def from_scene(cls, data, config: StaticConfig, generator: torch.Generator | None = None) -> StaticExpert:
+    def from_init(cls, init: InitData, config: StaticConfig, generator: torch.Generator | None = None) -> StaticExpert:
         generator = generator or torch.Generator().manual_seed(0)
-        pts = subsample(data.scene.load_points(config.init_points), config.max_init_points, generator)
+        pts = subsample(init.points(config.init_points), config.max_init_points, generator)
         expert = cls(config)
         for k, v in init_gaussian_tensors(pts["xyz"], pts["rgb"], config.sh_degree, config.init_opacity,
-                                          data.device).items():
+                                          init.device).items():
             expert.params[k] = nn.Parameter(v)
-        return expert
-
-    @classmethod
-    def empty(cls, config: StaticConfig, device: torch.device) -> StaticExpert:
-        expert = cls(config)
-        expert.active_sh_degree = config.sh_degree
         return expert
 
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
@@ -81,18 +75,9 @@ class StaticExpert(Expert):
             sh_degree=self.active_sh_degree,
         )
 
-    def on_step(self, step: int) -> None:
-        interval = max(self.config.sh_degree_interval, 1)
-        self.active_sh_degree = min(self.config.sh_degree, step // interval)
-
     def learning_rates(self, step: int, extent: float) -> dict[str, float]:
         return self.config.lr.at(step, self.config.train.iterations, extent)
 
-    def extra_state(self) -> dict:
-        return {"active_sh_degree": self.active_sh_degree}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
 
 
 __all__ = ["StaticExpert", "StaticConfig", "DensifyConfig"]

@@ -13,10 +13,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..data.init import InitData
+from ..optim.densify import append_gaussians
+from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from ..render.sh import rgb_to_sh0
-from ..train.densify import append_gaussians
-from ..train.schedules import exp_decay
 from .base import DensifyConfig, Expert, TrainConfig
 from .common import init_gaussian_tensors, subsample
 from .registry import register_expert
@@ -184,7 +185,6 @@ class STGExpert(Expert):
 
     def __init__(self, config: STGConfig):
         super().__init__(config)
-        self.active_sh_degree = 0
         if config.color == "features":
             self.decoder_w1 = nn.Parameter(torch.empty(DECODER_HIDDEN, DECODER_IN))
             self.decoder_w2 = nn.Parameter(torch.empty(3, DECODER_HIDDEN))
@@ -193,18 +193,18 @@ class STGExpert(Expert):
 
     # -- construction --------------------------------------------------------------------------
     @classmethod
-    def from_scene(cls, data, config: STGConfig, generator: torch.Generator | None = None) -> STGExpert:
+    def from_init(cls, init: InitData, config: STGConfig, generator: torch.Generator | None = None) -> STGExpert:
         generator = generator or torch.Generator().manual_seed(0)
         rule = config.init_rule
         if rule == "auto":
-            rule = "frame0_isolated" if data.scene.dataset == "n3v" else "all"
-        pts = select_init_points(data.scene.load_points(config.init_points), rule, config.isolated_fraction)
+            rule = "frame0_isolated" if init.dataset == "n3v" else "all"
+        pts = select_init_points(init.points(config.init_points), rule, config.isolated_fraction)
         pts = subsample(pts, config.max_init_points, generator)
         s_t = config.time_scale_init
         if s_t is None:
-            s_t = TIME_SCALE_BY_DATASET.get(data.scene.dataset, 0.0)
-        expert = cls(config).to(data.device)
-        for k, v in expert.initial_tensors(pts, s_t, data.device).items():
+            s_t = TIME_SCALE_BY_DATASET.get(init.dataset, 0.0)
+        expert = cls(config).to(init.device)
+        for k, v in expert.initial_tensors(pts, s_t, init.device).items():
             expert.params[k] = nn.Parameter(v)
         return expert
 
@@ -233,12 +233,6 @@ class STGExpert(Expert):
         # base starts at logit(colour) so that sigmoid(base + MLP) starts near it; specular = colour
         base_logit = torch.logit(rgb.clamp(0.02, 0.98))
         return {"colors": torch.cat([base_logit, rgb], 1), "features_t": rgb.new_zeros(m, 3)}
-
-    @classmethod
-    def empty(cls, config: STGConfig, device: torch.device) -> STGExpert:
-        expert = cls(config)
-        expert.active_sh_degree = config.sh_degree
-        return expert.to(device)
 
     # -- the model at time t -----------------------------------------------------------------------
     def gaussians_at(self, t: float | Tensor, camera: int | None = None) -> Gaussians:
@@ -285,10 +279,6 @@ class STGExpert(Expert):
         if self.config.color != "features":
             return {}
         return {"decoder_w1": self.decoder_w1, "decoder_w2": self.decoder_w2}
-
-    def on_step(self, step: int) -> None:
-        interval = max(self.config.sh_degree_interval, 1)
-        self.active_sh_degree = min(self.config.sh_degree, step // interval)
 
     def learning_rates(self, step: int, extent: float) -> dict[str, float]:
         lr, mode = self.config.lr, self.config.color
@@ -357,12 +347,6 @@ class STGExpert(Expert):
         return rows
 
     # -- persistence ----------------------------------------------------------------------------------
-    def extra_state(self) -> dict:
-        return {"active_sh_degree": self.active_sh_degree}
-
-    def load_extra_state(self, state: dict) -> None:
-        self.active_sh_degree = int(state.get("active_sh_degree", self.config.sh_degree))
-
 
 def _view_depths(ctx) -> tuple[Tensor, Tensor]:
     """Rendered depth and alpha [B,H,W] of the step's views, in view order (the loop renders one

@@ -1,5 +1,5 @@
 """Stage 2: train a router on frozen experts (one camera per step, RAdam, per-group learning
-rates, (1-λ)·L1 + λ·D-SSIM), evaluate it on a split, save it."""
+rates, (1-λ)·L1 + λ·D-SSIM), render its views for evaluation, save and load it."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..config import from_dict, to_dict
-from ..eval.metrics import LPIPSMetric, evaluate_images, mean_metrics
-from ..io import save_png, save_torch
-from ..train.loop import ProgressFn, ViewSampler
+from ..data.sampling import ViewSampler
+from ..eval.evaluate import ViewOutput
+from ..io import save_torch
+from ..progress import Progress
 from ..train.losses import photometric
 from .blend import gate_image
 from .pool import ExpertPool
-from .routers import Router, RouterConfig, RouterOutput, get_router
+from .routers import Router, RouterConfig, get_router
 
 LOG_EVERY = 25  # steps between loss read-backs
 
@@ -43,7 +43,7 @@ def make_optimizer(router: Router) -> torch.optim.Optimizer:
 
 
 def train_router(router: Router, pool: ExpertPool, cfg: RouterConfig, *, seed: int = 0,
-                 progress: ProgressFn | None = None, split: str = "train") -> RouterTrainResult:
+                 progress: Progress | None = None, split: str = "train") -> RouterTrainResult:
     """Train `router` for cfg.iterations steps on the pool's scene (views of `split`).
 
     Only the router's parameters are optimised: the experts are frozen by the pool.
@@ -87,51 +87,19 @@ def _rates(router: Router, step: int, opt: torch.optim.Optimizer) -> list[float]
     return [lrs[g["name"]] for g in opt.param_groups]
 
 
-def router_view(router: Router, pool: ExpertPool, split: str, temperature: float) -> Callable[[int], RouterOutput]:
-    """view index of `split` -> RouterOutput (no gradients)."""
+def router_renderer(router: Router, pool: ExpertPool, split: str = "test",
+                    temperature: float | None = None) -> Callable[[int], ViewOutput]:
+    """A renderer for evaluation: view index of `split` -> the mixture's image and its gate
+    map (palette-coloured, saved as gates/). temperature: default the config's eval_temp."""
     views = pool.data.splits[split]
+    temp = router.cfg.eval_temp if temperature is None else temperature
 
-    def render_view(i: int) -> RouterOutput:
+    def render_view(i: int) -> ViewOutput:
         with torch.no_grad():
-            return router(pool, int(views.cams[i]), int(views.frames[i]), temperature)
+            out = router(pool, int(views.cams[i]), int(views.frames[i]), temp)
+        return ViewOutput(out.image[0], {"gates": gate_image(out.gates[:, 0])})
 
     return render_view
-
-
-@dataclass
-class MoEEvaluation:
-    """Per-image rows (camera, frame, metrics) and their means."""
-
-    rows: list[dict]
-    summary: dict[str, float]
-
-
-def evaluate_router(router: Router, pool: ExpertPool, temperature: float, lpips: LPIPSMetric | None = None,
-                    split: str = "test", save_dir: Path | None = None) -> MoEEvaluation:
-    """Metrics of the mixture on every view of `split`; with save_dir, writes
-    renders/<cam>_<frame>.png and gates/<cam>_<frame>.png (palette-coloured gate map)."""
-    data = pool.data
-    views = data.splits[split]
-    names = [c.name for c in data.scene.cameras]
-    render_view = router_view(router, pool, split, temperature)
-    rows = []
-    for i in range(len(views)):
-        out = render_view(i)
-        pred = out.image[0].clamp(0, 1)
-        metrics = evaluate_images(pred[None], data.image_float(split, torch.tensor([i])), lpips)[0]
-        cam, frame = names[int(views.cams[i])], int(views.frames[i])
-        rows.append({"camera": cam, "frame": frame, **metrics})
-        if save_dir is not None:
-            stem = f"{cam}_{frame:05d}.png"
-            save_png(Path(save_dir) / "renders" / stem, to_uint8(pred))
-            save_png(Path(save_dir) / "gates" / stem, to_uint8(gate_image(out.gates[:, 0])))
-    summary = mean_metrics([{k: v for k, v in r.items() if k not in ("camera", "frame")} for r in rows])
-    return MoEEvaluation(rows, summary)
-
-
-def to_uint8(image: torch.Tensor) -> np.ndarray:
-    """[H,W,3] float in [0,1] -> uint8 array."""
-    return (image.detach().clamp(0, 1).cpu().numpy() * 255.0 + 0.5).astype(np.uint8)
 
 
 def save_router(router: Router, path: Path) -> Path:
@@ -143,10 +111,9 @@ def load_router(path: Path, device: torch.device) -> Router:
     """A router saved by `save_router`, on `device`."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     cls = get_router(ckpt["name"])
-    router = cls(ckpt["sizes"], from_dict(RouterConfig, ckpt["config"]), device=device)
+    router = cls(ckpt["sizes"], from_dict(cls.Config, ckpt["config"]), device=device)
     router.load_state_dict(ckpt["state"])
     return router.eval()
 
 
-__all__ = ["RouterTrainResult", "train_router", "make_optimizer", "router_view", "MoEEvaluation",
-           "evaluate_router", "save_router", "load_router", "to_uint8"]
+__all__ = ["RouterTrainResult", "train_router", "make_optimizer", "router_renderer", "save_router", "load_router"]

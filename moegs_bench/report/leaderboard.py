@@ -4,7 +4,7 @@ Each file `table<NN>_<short-name>.csv` holds one of the paper's Tables 1–13, o
 number, with columns `table, dataset, scene, method, variant, metric, value` and an optional
 `note` (the paper's marks, e.g. †, and how a dataset was identified). Values are copied as
 printed; `load_paper` checks every file and returns them as one DataFrame. The report tables
-(`report/tables.py`) show these values beside our measured results.
+(`report/tables/`) show these values beside our measured results.
 """
 
 from __future__ import annotations

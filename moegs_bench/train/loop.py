@@ -1,11 +1,10 @@
-"""The generic training loop every expert uses: view sampling, photometric loss, learning-rate
-schedules, gsplat DefaultStrategy densification (opacity resets done explicitly), progress
-callbacks and resumable checkpoints."""
+"""The generic training loop every expert uses: one step (views, render, loss, backward,
+optimisers), learning-rate schedules, gsplat DefaultStrategy densification (opacity resets
+done explicitly), progress and resumable checkpoints."""
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,14 +14,16 @@ import torch
 from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
-from ..data.load import SceneData, Views
+from ..data.load import SceneData
+from ..data.sampling import ViewSampler
 from ..errors import ConfigError
+from ..eval.perf import peak_memory_mb, reset_peak_memory
 from ..experts.base import Expert
+from ..experts.views import render_expert_views
 from ..io import save_torch
-from ..render.backend import RenderSettings, render, render_batch, same_layout
+from ..progress import Progress
 from .losses import photometric
 
-ProgressFn = Callable[[int, int, dict], None]
 LOG_EVERY = 25  # steps between loss read-backs (each one waits for the device)
 
 
@@ -38,41 +39,6 @@ class TrainResult:
     peak_memory_mb: float | None
     resumed_from: int = 0
     losses: list[float] = field(default_factory=list)
-
-
-class ViewSampler:
-    """Draws training views: random permutations of the views in the active frame window, or
-    (same_time) a random frame and `batch` of its cameras."""
-
-    def __init__(self, views: Views, batch: int, same_time: bool, seed: int):
-        self.frames = views.frames.cpu()
-        self.batch, self.same_time = batch, same_time
-        self.generator = torch.Generator().manual_seed(seed)
-        self.queue: list[int] = []
-        self.active = -1
-
-    def next(self, active_frames: int) -> Tensor:
-        if self.same_time:
-            frames = torch.unique(self.frames[self.frames < active_frames])
-            f = frames[torch.randint(len(frames), (1,), generator=self.generator)]
-            pool = torch.nonzero(self.frames == f).squeeze(1)
-            return pool[torch.randperm(len(pool), generator=self.generator)[: self.batch]]
-        if active_frames != self.active:
-            self.active, self.queue = active_frames, []
-        out = []
-        while len(out) < self.batch:
-            if not self.queue:
-                eligible = torch.nonzero(self.frames < active_frames).squeeze(1)
-                self.queue = eligible[torch.randperm(len(eligible), generator=self.generator)].tolist()
-            out.append(self.queue.pop())
-        return torch.tensor(out, dtype=torch.long)
-
-    def state_dict(self) -> dict:
-        return {"generator": self.generator.get_state(), "queue": list(self.queue), "active": self.active}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.generator.set_state(state["generator"])
-        self.queue, self.active = list(state["queue"]), int(state["active"])
 
 
 def make_optimizers(expert: Expert) -> tuple[dict[str, torch.optim.Optimizer], torch.optim.Optimizer | None]:
@@ -117,6 +83,33 @@ class StepContext:
     frames: Tensor
 
 
+@dataclass
+class StepViews:
+    """The forward half of a step: the views drawn (indices into the train split [B], CPU),
+    their ground truth and predictions [B,H,W,3], and the render outputs."""
+
+    idx: Tensor
+    gt: Tensor
+    pred: Tensor
+    outputs: list
+
+
+def render_step(expert: Expert, data: SceneData, sampler: ViewSampler, step: int, per_opt: dict, shared_opt,
+                background: Tensor, backend: str = "auto") -> StepViews:
+    """Schedules and learning rates of `step`, the step's views, and the expert's renders of
+    them. background [3]: the fixed background (a random one is drawn if the expert's
+    `train.random_background`)."""
+    expert.on_step(step)
+    set_learning_rates(expert.learning_rates(step, data.extent), per_opt, shared_opt)
+    idx = sampler.next(expert.active_frames(step, len(data.times)))
+    gt = data.image_float("train", idx)
+    if expert.config.train.random_background:
+        background = torch.rand(3, device=data.device)
+    views = data.splits["train"]
+    pred, outputs = render_expert_views(expert, data, views.cams[idx], views.frames[idx], background, backend=backend)
+    return StepViews(idx, gt, pred, outputs)
+
+
 def expert_loss(expert: Expert, pred: Tensor, gt: Tensor, step: int) -> Tensor:
     """The training loss: photometric (1-λ)·L1 + λ·D-SSIM plus the expert's regularisers."""
     loss = photometric(pred, gt, expert.config.train.ssim_lambda)
@@ -129,38 +122,6 @@ def step_optimizers(per_opt: dict, shared_opt) -> None:
     for opt in list(per_opt.values()) + ([shared_opt] if shared_opt is not None else []):
         opt.step()
         opt.zero_grad(set_to_none=True)
-
-
-def render_expert_views(expert: Expert, data: SceneData, cams: Tensor, frames: Tensor, background: Tensor,
-                        settings: RenderSettings | None = None, backend: str = "auto"):
-    """Render views (camera, frame) of an expert; cams, frames [B] on the CPU (no device sync).
-
-    One group of views per distinct time (and per camera for camera-dependent experts); groups
-    of one size whose Gaussians match in count are rasterised together (`render_batch`).
-    Returns rgb [B,H,W,3] in the order of the views, and the render outputs.
-    """
-    camera_dependent = expert.camera_dependent
-    groups: dict[tuple[int, int], list[int]] = {}
-    for i, (c, f) in enumerate(zip(cams.tolist(), frames.tolist(), strict=True)):
-        groups.setdefault((f, c if camera_dependent else -1), []).append(i)
-    keys = list(groups)
-    gaussians = expert.gaussians_at_times([data.times[f] for f, _ in keys],
-                                          [c if c >= 0 else int(cams[groups[(f, c)][0]]) for f, c in keys])
-    cameras = [data.camera_batch(cams[members]) for members in groups.values()]
-    if len(gaussians) > 1 and len({len(m) for m in groups.values()}) == 1 and same_layout(gaussians):
-        out = render_batch(gaussians, torch.stack([v for v, _ in cameras]), torch.stack([k for _, k in cameras]),
-                           data.width, data.height, background=background, backend=backend, settings=settings)
-        outputs, images = [out], out.rgb.unbind(0)  # unbind: one backward stack, not B zero-filled copies
-    else:
-        outputs = [render(g, viewmats, Ks, data.width, data.height, background=background, backend=backend,
-                          settings=settings) for g, (viewmats, Ks) in zip(gaussians, cameras, strict=True)]
-        images = [o.rgb for o in outputs]
-    order_rgb = [None] * len(cams)
-    for (f, _), members, rgb, (viewmats, Ks) in zip(keys, groups.values(), images, cameras, strict=True):
-        rgb = expert.decode(rgb, viewmats, Ks, data.times[f])
-        for i, image in zip(members, rgb.unbind(0), strict=True):
-            order_rgb[i] = image
-    return torch.stack(order_rgb), outputs
 
 
 def merged_info(outputs) -> dict:
@@ -209,7 +170,7 @@ def matmul_precision(precision: str):
 
 
 def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: Path | None = None,
-                 progress: ProgressFn | None = None, backend: str = "auto",
+                 progress: Progress | None = None, backend: str = "auto",
                  max_steps: int | None = None) -> TrainResult:
     """Train `expert` on the scene's training views with its config's `train` settings.
 
@@ -221,7 +182,7 @@ def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: 
         return _train(expert, data, seed, state_path, progress, backend, max_steps)
 
 
-def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, progress: ProgressFn | None,
+def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, progress: Progress | None,
            backend: str, max_steps: int | None) -> TrainResult:
     cfg = expert.config.train
     device = data.device
@@ -258,34 +219,26 @@ def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, 
             "rng": torch.get_rng_state(),
         })
 
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+    reset_peak_memory(device)
     fixed_bg = torch.tensor(cfg.background, dtype=torch.float32, device=device)
-    num_frames = len(data.times)
-    extent = data.extent
     end = cfg.iterations if max_steps is None else min(cfg.iterations, start + max_steps)
     pending: list[Tensor] = []
     t0 = time.perf_counter()
     for step in range(start, end):
-        expert.on_step(step)
-        set_learning_rates(expert.learning_rates(step, extent), per_opt, shared_opt)
-        idx = sampler.next(expert.active_frames(step, num_frames))
-        gt = data.image_float("train", idx)
-        bg = torch.rand(3, device=device) if cfg.random_background else fixed_bg
-        pred, outputs = render_expert_views(expert, data, views.cams[idx], views.frames[idx], bg, backend=backend)
-        for out in outputs:
+        sv = render_step(expert, data, sampler, step, per_opt, shared_opt, fixed_bg, backend)
+        for out in sv.outputs:
             strategy.step_pre_backward(expert.params, per_opt, strat_state, step, out.info)
-        loss = expert_loss(expert, pred, gt, step)
+        loss = expert_loss(expert, sv.pred, sv.gt, step)
         loss.backward()
         step_optimizers(per_opt, shared_opt)
         n_before = expert.num_gaussians
-        strategy.step_post_backward(expert.params, per_opt, strat_state, step, merged_info(outputs),
+        strategy.step_post_backward(expert.params, per_opt, strat_state, step, merged_info(sv.outputs),
                                     packed=False)
         d = cfg.densify
         if d.enabled and d.reset_every > 0 and 0 < step < d.stop and step % d.reset_every == 0:
             reset_opa(expert.params, per_opt, strat_state, value=d.prune_opacity * 2.0)
-        expert.after_step(step, StepContext(data, per_opt, shared_opt, strategy, strat_state, outputs, pred,
-                                            gt, views.cams[idx], views.frames[idx]))
+        expert.after_step(step, StepContext(data, per_opt, shared_opt, strategy, strat_state, sv.outputs,
+                                            sv.pred, sv.gt, views.cams[sv.idx], views.frames[sv.idx]))
         if expert.num_gaussians != n_before:
             expert.on_densify()
         pending.append(loss.detach())
@@ -299,13 +252,11 @@ def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, 
             losses.extend(torch.stack(pending).tolist() if pending else [])
             pending.clear()
             save_state(step + 1, elapsed_before + time.perf_counter() - t0)
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    peak = peak_memory_mb(device)  # synchronises: the steps' kernels are done
     seconds = time.perf_counter() - t0
     done = end - start
     if state_path is not None and end < cfg.iterations:
         save_state(end, elapsed_before + seconds)
-    peak = torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
     return TrainResult(
         steps=end,
         seconds=elapsed_before + seconds,

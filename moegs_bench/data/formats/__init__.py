@@ -1,15 +1,22 @@
-"""Readers for the raw dataset layouts (docs/datasets.md, REFERENCE.md §3).
+"""Readers for the raw dataset layouts (docs/datasets.md, REFERENCE.md §3), and their registry.
 
 Each reader turns one raw scene folder into a `RawScene`: cameras at the source resolution,
 the selected source frame numbers, which (camera, frame) views exist, the train/test split and
 a `read_frames` callable that yields the RGB pixels of one camera. `data.prepare` turns a
 `RawScene` into prepared scenes; nothing here writes files.
+
+A raw format is one module of this package that registers a `RawFormat` (its name, how to
+recognise a scene folder, its reader and its own command-line flags); `moegs-bench prepare
+<format>` exists for every registered format that has a datasets/<format>.toml.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -94,3 +101,71 @@ def select_frames(
     if not chosen:
         raise ConfigError(f"{option} {start}:{end}: no frames of {where} in that range")
     return chosen, (start, end)
+
+
+# -- the registry of raw formats ----------------------------------------------------------------------
+@dataclass(frozen=True)
+class ReadRequest:
+    """What `prepare` asks of a reader for one scene folder.
+
+    name: the published scene name; frames: [start, end) of source frames (None: all);
+    test_cameras: from the dataset file (empty: the format's default); drop_cameras and
+    repairs (raw tables) from the dataset file, `where` names that entry for messages;
+    downscale: k when the output is 1/k of the source size (None otherwise), for formats that
+    ship pre-scaled images; settings: the dataset file's format-specific keys; flags: the
+    format's command-line flags (name -> value).
+    """
+
+    scene_dir: Path
+    name: str
+    frames: tuple[int, int] | None = None
+    test_cameras: tuple[str, ...] = ()
+    drop_cameras: tuple[str, ...] = ()
+    repairs: tuple[dict, ...] = ()
+    where: str = ""
+    downscale: int | None = None
+    settings: dict[str, Any] = field(default_factory=dict)
+    flags: dict[str, bool] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RawFormat:
+    """A raw dataset layout. detect(folder) -> whether it is a scene of this layout; expect:
+    what such a folder holds (for errors); read(request) -> (the scene, the downscale factor
+    its images already have: 1 unless the reader picked pre-scaled images); summary: one line
+    for `prepare --help`; flags: boolean command-line flags, name -> help."""
+
+    name: str
+    summary: str
+    expect: str
+    detect: Callable[[Path], bool]
+    read: Callable[[ReadRequest], tuple[RawScene, int]]
+    flags: dict[str, str] = field(default_factory=dict)
+
+
+FORMATS: dict[str, RawFormat] = {}
+
+
+def register_format(fmt: RawFormat) -> RawFormat:
+    FORMATS[fmt.name] = fmt
+    return fmt
+
+
+def _load_all() -> None:
+    """Import every module of this package, so that each format registers itself."""
+    for info in pkgutil.iter_modules(__path__):
+        if not info.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{info.name}")
+
+
+def format_names() -> list[str]:
+    """The registered raw formats, sorted."""
+    _load_all()
+    return sorted(FORMATS)
+
+
+def get_format(name: str) -> RawFormat:
+    _load_all()
+    if name not in FORMATS:
+        raise ConfigError(f"unknown raw format {name!r} (known: {', '.join(sorted(FORMATS))})")
+    return FORMATS[name]

@@ -25,9 +25,9 @@ from typing import Any
 import numpy as np
 
 from ...errors import ConfigError, SceneFormatError
+from ..images import image_size, read_image
 from ..scene import Camera
-from . import RawScene, select_frames
-from .technicolor import image_size, load_png
+from . import RawFormat, RawScene, ReadRequest, register_format, select_frames
 
 REQUIRED = ("dataset.json", "metadata.json", "scene.json")
 
@@ -170,7 +170,7 @@ def read_hypernerf(
         for f in fids:
             if f != warps[camera]:
                 raise KeyError(f"image {camera} has no frame {f}")
-            yield f, load_png(rgb_dir / f"{camera}.png")
+            yield f, read_image(rgb_dir / f"{camera}.png")
 
     return RawScene(
         name=name, dataset="hypernerf", cameras=cameras,
@@ -203,3 +203,20 @@ def available_downscales(scene_dir: Path) -> list[int]:
         if p.is_dir() and p.name[:-1].isdigit():
             out.append(int(p.name[:-1]))
     return sorted(out)
+
+
+def _read(req: ReadRequest) -> tuple[RawScene, int]:
+    """Reads rgb/<k>x when the output is 1/k of the full size and that folder exists."""
+    have = available_downscales(req.scene_dir)
+    use = req.downscale if req.downscale is not None and req.downscale in have else 1
+    if use not in have:
+        raise SceneFormatError(req.scene_dir / "rgb" / f"{use}x", None, "image folder is missing")
+    centered = bool(req.settings.get("centered_principal_point", False))
+    return read_hypernerf(req.scene_dir, req.frames, use, centered, req.name), use
+
+
+register_format(RawFormat(
+    "hypernerf", "HyperNeRF: dataset/metadata/scene/camera json + rgb/<k>x -> prepared scenes (rgb/2x, "
+    "frames = warp ids, split from val_ids or every 4th image).",
+    "dataset.json, metadata.json, scene.json, camera/ and rgb/", is_hypernerf_scene, _read,
+))

@@ -18,7 +18,7 @@ import numpy as np
 
 from ...errors import ConfigError, SceneFormatError
 from ..scene import Camera
-from . import RawScene, select_frames
+from . import RawFormat, RawScene, ReadRequest, register_format, select_frames
 
 POSES_FILE = "poses_bounds.npy"
 
@@ -204,3 +204,15 @@ def _select_video_frames(scene_dir: Path, counts: dict[str, int], frames: tuple[
         raise SceneFormatError(scene_dir, None, f"videos have inconsistent frame counts ({listing}); "
                                "pass --frames START:END")
     return select_frames(range(min(known.values())), None, str(scene_dir))
+
+
+def _read(req: ReadRequest) -> tuple[RawScene, int]:
+    drop = () if req.flags.get("keep_dropped_cameras") else req.drop_cameras
+    return read_n3v(req.scene_dir, req.frames, req.test_cameras or ("cam00",), drop, req.name), 1
+
+
+register_format(RawFormat(
+    "n3v", "N3V: camXX.mp4 + poses_bounds.npy -> prepared scenes (default half size, frames 0:300, test cam00).",
+    "poses_bounds.npy and cam*.mp4", is_n3v_scene, _read,
+    {"keep_dropped_cameras": "Keep cameras the dataset file drops (coffee_martini cam13)."},
+))

@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, SceneFormatError
+from ..images import image_size, read_image
 from ..scene import Camera
-from . import RawScene, select_frames
+from . import RawFormat, RawScene, ReadRequest, register_format, select_frames
 
 PARAMS_FILE = "cameras_parameters.txt"
 IMAGE_RE = re.compile(r"^(?P<scene>.+)_undist_(?P<frame>\d{5})_(?P<cam>\d{2})\.png$")
@@ -130,17 +131,6 @@ def scan_images(scene_dir: Path) -> tuple[str, dict[int, set[int]]]:
     return prefixes.pop(), found
 
 
-def load_png(path: Path) -> np.ndarray:
-    """[H,W,3] uint8 RGB; SceneFormatError if the file cannot be decoded."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("RGB"))
-    except Exception as exc:
-        raise SceneFormatError(path, None, f"unreadable image ({exc})") from None
-
-
 _TRUNCATED_LOCK = threading.Lock()  # PIL's truncated-image switch is process-wide
 
 
@@ -165,23 +155,13 @@ def repaired_image(path: Path, source: Path) -> tuple[np.ndarray, bool]:
     from `source` (the neighbouring frame), as the original pre-processing does.
     Returns (image, whether it was repaired)."""
     try:
-        return load_png(path), False
+        return read_image(path), False
     except SceneFormatError:
         pass
-    partial, ref = load_truncated_png(path), load_png(source)
+    partial, ref = load_truncated_png(path), read_image(source)
     if partial.shape != ref.shape:
         raise SceneFormatError(path, None, f"broken image and its replacement {source.name} differ in size")
     return np.where(partial == 0, ref, partial), True
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return im.size
-    except Exception as exc:
-        raise SceneFormatError(path, None, f"unreadable image ({exc})") from None
 
 
 # -- the reader ---------------------------------------------------------------------------------
@@ -233,7 +213,7 @@ def read_technicolor(
             if (ci, f) in repair_map:
                 img, _ = repaired_image(path, scene_dir / image_name(prefix, repair_map[(ci, f)], ci))
             else:
-                img = load_png(path)
+                img = read_image(path)
             if img.shape[:2] != (height, width):
                 raise SceneFormatError(path, None, f"image is {img.shape[1]}x{img.shape[0]}, expected {width}x{height}")
             yield f, img
@@ -272,3 +252,15 @@ def parse_repairs(items: Sequence[dict], where: str) -> list[Repair]:
         except (KeyError, TypeError, ValueError):
             raise ConfigError(f"{where}: repairs[{i}] needs integer camera, frame and source_frame") from None
     return out
+
+
+def _read(req: ReadRequest) -> tuple[RawScene, int]:
+    repairs = parse_repairs(req.repairs, req.where)
+    return read_technicolor(req.scene_dir, req.frames, req.test_cameras or ("cam10",), repairs, req.name), 1
+
+
+register_format(RawFormat(
+    "technicolor", "Technicolor: <Scene>_undist_<frame>_<cam>.png + cameras_parameters.txt -> prepared "
+    "scenes (full size, the published 50-frame range per scene, test cam10).",
+    "cameras_parameters.txt and *_undist_*.png", is_technicolor_scene, _read,
+))

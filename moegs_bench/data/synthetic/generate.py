@@ -32,6 +32,12 @@ MANIFEST = ".synthetic.json"  # the settings of a generation in progress or done
 POINT_NOISE = 0.002  # point jitter, as a fraction of the scene extent (stands in for COLMAP error)
 
 
+def synthetic_scene_dir(root: str | Path, scene: str, rig: str, size: str, seed: int = 0) -> Path:
+    """Where a synthetic scene lives under a data folder (one naming scheme for every caller):
+    <root>/synthetic/<scene>-<rig>-<size>-seed<seed>."""
+    return Path(root) / "synthetic" / f"{scene}-{rig}-{size}-seed{int(seed)}"
+
+
 def generate_synthetic(out: str | Path, scene: str = "mixed", rig: str = "n3v", size: str = "tiny",
                        seed: int = 0, device: str | torch.device | None = None,
                        progress: Callable[[int, int], None] | None = None) -> PreparedScene:

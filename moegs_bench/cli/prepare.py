@@ -3,53 +3,14 @@
 from __future__ import annotations
 
 import sys
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
 
 import click
 
-from .errors import ConfigError
-
-
-@contextmanager
-def _bars() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    """A rich progress display; yields (description, total) -> advance(n).
-
-    Refreshed from the advancing threads at most 5 times a second: rich's own refresh thread
-    slows GIL-heavy work (CPU torch rendering) several times over.
-    """
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TimeElapsedColumn(), TimeRemainingColumn(), auto_refresh=False) as bar:
-        last = [0.0]
-
-        def factory(description: str, total: int) -> Callable[[int], None]:
-            task = bar.add_task(description, total=total)
-            done = [0]
-
-            def advance(n: int = 1) -> None:
-                bar.advance(task, n)
-                done[0] += n
-                now = time.monotonic()
-                if now - last[0] > 0.2 or done[0] >= total:
-                    last[0] = now
-                    bar.refresh()
-
-            bar.refresh()
-            return advance
-
-        yield factory
+from ..data.raw_writers import LAYOUTS as RAW_LAYOUTS
+from ..errors import ConfigError
+from ..progress import rich_progress
 
 
 def _split_names(values: tuple[str, ...]) -> list[str] | None:
@@ -81,10 +42,10 @@ def _raw_options(fn):
 
 
 def _run_raw(layout: str, src: Path, out: Path, scenes, frames, segment, resolution, no_colmap,
-             colmap_frames, workers, colmap_workers, keep_dropped: bool = False) -> None:
-    from .data.colmap_init import ColmapConfig
-    from .data.datasets import load_dataset
-    from .data.prepare import PrepareOptions, prepare_dataset
+             colmap_frames, workers, colmap_workers, **flags: bool) -> None:
+    from ..data.colmap_init import ColmapConfig
+    from ..data.datasets import load_dataset
+    from ..data.prepare import PrepareOptions, prepare_dataset
 
     spec = load_dataset(layout)
     if segment is not None and segment < 0:
@@ -95,9 +56,9 @@ def _run_raw(layout: str, src: Path, out: Path, scenes, frames, segment, resolut
         colmap=not no_colmap, colmap_frames=colmap_frames, workers=workers,
         colmap_config=replace(ColmapConfig(), workers=colmap_workers),
     )
-    with _bars() as bars:
+    with rich_progress() as bars:
         prepared = prepare_dataset(layout, src, out, spec, _split_names(scenes), frames, options,
-                                   keep_dropped=keep_dropped, progress=bars)
+                                   flags=flags, progress=bars)
     for scene in prepared:
         _echo_scene(scene)
 
@@ -115,37 +76,33 @@ def _echo_scene(scene) -> None:
 
 @click.group()
 def prepare() -> None:
-    """Turn raw datasets (N3V, Technicolor, HyperNeRF) or synthetic scenes into prepared scenes."""
+    """Turn raw datasets (N3V, Technicolor, HyperNeRF, ...) or synthetic scenes into prepared scenes."""
 
 
-@prepare.command("n3v")
-@_raw_options
-@click.option("--keep-dropped-cameras", is_flag=True, help="Keep cameras the dataset file drops (coffee_martini cam13).")
-def prepare_n3v(src, out, scenes, frames, segment, resolution, no_colmap, colmap_frames, workers,
-                colmap_workers, keep_dropped_cameras) -> None:
-    """N3V: camXX.mp4 + poses_bounds.npy -> prepared scenes (default half size, frames 0:300, test cam00)."""
-    _run_raw("n3v", src, out, scenes, frames, segment, resolution, no_colmap, colmap_frames, workers,
-             colmap_workers, keep_dropped_cameras)
+def _format_command(fmt) -> click.Command:
+    """`prepare <format>`: the shared raw options plus the format's own flags."""
+
+    def command(**kw):
+        _run_raw(fmt.name, **kw)
+
+    command.__doc__ = fmt.summary
+    command = _raw_options(command)
+    for flag, text in fmt.flags.items():
+        command = click.option(f"--{flag.replace('_', '-')}", flag, is_flag=True, help=text)(command)
+    return click.command(fmt.name)(command)
 
 
-@prepare.command("technicolor")
-@_raw_options
-def prepare_technicolor(src, out, scenes, frames, segment, resolution, no_colmap, colmap_frames, workers,
-                        colmap_workers) -> None:
-    """Technicolor: <Scene>_undist_<frame>_<cam>.png + cameras_parameters.txt -> prepared scenes
-    (full size, the published 50-frame range per scene, test cam10)."""
-    _run_raw("technicolor", src, out, scenes, frames, segment, resolution, no_colmap, colmap_frames,
-             workers, colmap_workers)
+def _register_formats() -> None:
+    """One `prepare` subcommand per registered raw format that has a dataset file."""
+    from ..data.datasets import datasets_dir
+    from ..data.formats import FORMATS, format_names
+
+    for name in format_names():
+        if (datasets_dir() / f"{name}.toml").is_file():
+            prepare.add_command(_format_command(FORMATS[name]))
 
 
-@prepare.command("hypernerf")
-@_raw_options
-def prepare_hypernerf(src, out, scenes, frames, segment, resolution, no_colmap, colmap_frames, workers,
-                      colmap_workers) -> None:
-    """HyperNeRF: dataset/metadata/scene/camera json + rgb/<k>x -> prepared scenes (rgb/2x,
-    frames = warp ids, split from val_ids or every 4th image)."""
-    _run_raw("hypernerf", src, out, scenes, frames, segment, resolution, no_colmap, colmap_frames,
-             workers, colmap_workers)
+_register_formats()
 
 
 @prepare.command("synthetic")
@@ -155,7 +112,7 @@ def prepare_hypernerf(src, out, scenes, frames, segment, resolution, no_colmap, 
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--out", required=True, type=click.Path(path_type=Path), help="Prepared scene folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (rendering).")
-@click.option("--layout", type=click.Choice(["n3v", "technicolor", "hypernerf"]), default=None,
+@click.option("--layout", type=click.Choice(RAW_LAYOUTS), default=None,
               help="Also write the scene in this raw dataset layout.")
 @click.option("--raw-out", type=click.Path(path_type=Path), default=None, help="Raw scene folder for --layout.")
 @click.option("--raw-first-frame", type=int, default=0, show_default=True,
@@ -164,22 +121,14 @@ def prepare_synthetic(scene, rig, size, seed, out, device, layout, raw_out, raw_
     """Generate a synthetic scene with ground truth; optionally also as a raw-dataset replica."""
     if (layout is None) != (raw_out is None):
         raise ConfigError("--layout and --raw-out go together")
-    from .data.raw_writers import write_raw_layout
-    from .data.synthetic import generate_synthetic
-    from .device import resolve_device
+    from ..data.raw_writers import write_raw_layout
+    from ..data.synthetic import generate_synthetic
+    from ..device import resolve_device
 
     dev = resolve_device(device)
-    with _bars() as bars:
-        state: dict[str, Callable[[int], None]] = {}
-        done = [0]
-
-        def progress(step: int, total: int, info=None) -> None:
-            if "bar" not in state:
-                state["bar"] = bars(f"render {scene}", total)
-            state["bar"](step - done[0])
-            done[0] = step
-
-        prepared = generate_synthetic(out, scene=scene, rig=rig, size=size, seed=seed, device=dev, progress=progress)
+    with rich_progress() as bars:
+        prepared = generate_synthetic(out, scene=scene, rig=rig, size=size, seed=seed, device=dev,
+                                      progress=bars(f"render {scene}"))
     _echo_scene(prepared)
     if layout is not None:
         path = write_raw_layout(prepared, layout, raw_out, first_frame=raw_first_frame)
@@ -193,7 +142,7 @@ def datasets_cmd(name: str | None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from .data.datasets import list_datasets, load_dataset
+    from ..data.datasets import list_datasets, load_dataset
 
     console = Console(width=None if sys.stdout.isatty() else 160)  # no wrapping when piped
     if name is None:

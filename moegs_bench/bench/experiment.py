@@ -1,0 +1,168 @@
+"""One experiment on one scene, as `moegs-bench run` does it and a notebook can call it:
+resolve the scene (a prepared folder, or a synthetic scene generated on first use), train or
+reuse every expert (stage 1), then the baselines and routers over them (stage 2), and keep
+the results table of the store current.
+
+    result = run_experiment(Experiment(experts="2", routers="all", size="tiny"))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from ..config import ROUTER_SIZE_PRESETS, choose_preset, scoped_overrides
+from ..data.datasets import dataset_expert_sets, dataset_router_preset
+from ..data.load import SceneData, load_scene
+from ..data.scene import is_prepared_scene
+from ..data.synthetic import SCENES, generate_synthetic, synthetic_scene_dir
+from ..device import resolve_device
+from ..errors import ConfigError
+from ..eval.metrics import LPIPSMetric
+from ..experts.registry import available_experts, check_labels, get_expert, split_label
+from ..moe.routers import RouterConfig, get_router, router_config, router_names
+from ..progress import ProgressFactory, task
+from .harness import StoredRun, lpips_metric, run_labeled_expert, run_moe
+from .store import RunStore, write_results_table
+
+
+@dataclass
+class Experiment:
+    """What `run` does: the command line's options, with the same defaults.
+
+    scene: a prepared scene folder or a synthetic scene name (rig, size, seed choose which);
+    experts: comma-separated labels (`name` or `name@preset`), a paper set size "2"/"3"/"4"
+    (the scene's dataset file names the set), or None for every available expert;
+    overrides: `KEY=VALUE` or `LABEL:KEY=VALUE` expert settings; routers: names, "all" or
+    "none" (comma-separated); router_overrides likewise for the routers (scoped by router name).
+    """
+
+    scene: str = "mixed"
+    rig: str = "n3v"
+    size: str | None = None  # default: tiny on CPU, full with CUDA
+    seed: int = 0
+    experts: str | None = None
+    preset: str | None = None
+    overrides: tuple[str, ...] = ()
+    routers: str = "none"
+    router_preset: str | None = None
+    router_overrides: tuple[str, ...] = ()
+    force: bool = False
+    runs_dir: Path = Path("runs")
+    data_dir: Path | None = None  # where synthetic scenes are generated (default: RUNS/scenes)
+    device: str = "auto"
+    lpips_net: str = "alex"
+    lpips_weights: Path | None = None
+
+
+@dataclass
+class ExperimentResult:
+    """The scene, the store, each expert's stored run (stage 1), every stage-2 method's
+    (baselines then routers; empty without routers) and the LPIPS metric used."""
+
+    data: SceneData
+    store: RunStore
+    experts: list[StoredRun]
+    mixtures: list[StoredRun] = field(default_factory=list)
+    lpips: LPIPSMetric | None = None
+
+
+def default_size(device: torch.device) -> str:
+    """`full` with CUDA; `tiny` on CPU, where every expert and router must train in minutes."""
+    return "full" if device.type == "cuda" else "tiny"
+
+
+def resolve_scene(exp: Experiment, device: torch.device, progress: ProgressFactory | None = None,
+                  log: Callable[[str], None] = lambda _: None) -> Path:
+    """A prepared scene folder, or a synthetic scene name generated (once) under the data folder."""
+    path = Path(exp.scene)
+    if path.exists():
+        if not is_prepared_scene(path):
+            raise ConfigError(f"--scene {exp.scene}: folder has no scene.json (run `moegs-bench prepare` first)")
+        return path
+    if exp.scene not in SCENES:
+        raise ConfigError(f"--scene {exp.scene!r}: neither a prepared scene folder nor a synthetic scene "
+                          f"({', '.join(SCENES)})")
+    size = exp.size or default_size(device)
+    out = synthetic_scene_dir(exp.data_dir or Path(exp.runs_dir) / "scenes", exp.scene, exp.rig, size, exp.seed)
+    if not is_prepared_scene(out):
+        log(f"preparing synthetic scene {exp.scene} ({exp.rig} rig, {size}) in {out}")
+    generate_synthetic(out, scene=exp.scene, rig=exp.rig, size=size, seed=exp.seed, device=device,
+                       progress=task(progress, f"render {exp.scene}"))
+    return out
+
+
+def resolve_experts(spec: str | None, dataset: str) -> list[str]:
+    """Expert labels from --experts: None (every available expert), a set size N (the
+    dataset's `[expert_sets]` in datasets/<dataset>.toml), or comma-separated labels."""
+    if spec is None:
+        return available_experts()
+    spec = spec.strip()
+    if spec.isdigit():
+        sets = dataset_expert_sets(dataset)
+        if int(spec) not in sets:
+            have = ", ".join(str(n) for n in sorted(sets)) or "none"
+            raise ConfigError(f"--experts {spec}: dataset {dataset!r} names no expert set of that size "
+                              f"(datasets/{dataset}.toml [expert_sets]: {have})")
+        return check_labels(list(sets[int(spec)]), f"--experts {spec}")
+    return check_labels([s.strip() for s in spec.split(",") if s.strip()], f"--experts {spec}")
+
+
+def resolve_routers(spec: str) -> list[str]:
+    """--router NAMES|all|none (comma-separated) -> registered router names."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    known = router_names()
+    if items == ["none"]:
+        return []
+    if items == ["all"]:
+        return known
+    bad = [s for s in items if s not in known]
+    if bad or not items:
+        raise ConfigError(f"--router {spec}: expected {', '.join(known)}, all or none")
+    return list(dict.fromkeys(items))
+
+
+def router_configs(names: list[str], preset: str | None, overrides: tuple[str, ...] | list[str],
+                   data: SceneData | None = None) -> dict[str, RouterConfig]:
+    """Each router's settings: a preset (default: the one for a synthetic scene's size, else
+    the dataset file's `router_preset`, else paper), then --router-set items (scoped by
+    router name)."""
+    size = data.synthetic_size if data is not None else None
+    named = dataset_router_preset(data.scene.dataset) if data is not None else None
+    scoped = scoped_overrides(list(overrides), names, {n: get_router(n).Config for n in names}, "--router-set")
+    return {n: router_config(n, preset or choose_preset(get_router(n).presets, size, named, ROUTER_SIZE_PRESETS),
+                             scoped[n]) for n in names}
+
+
+def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
+                   log: Callable[[str], None] = lambda _: None) -> ExperimentResult:
+    """Run `exp`: scene, experts, then (with routers) baselines and routers; store everything
+    and rewrite the store's results table. progress: one task per training; log: one-line
+    messages (what is being prepared)."""
+    routers = resolve_routers(exp.routers)  # a bad --router fails before any training
+    device = resolve_device(exp.device)
+    root = resolve_scene(exp, device, progress, log)
+    data = load_scene(root, device, with_gt=True)
+    labels = resolve_experts(exp.experts, data.scene.dataset)
+    configs = {label: get_expert(split_label(label)[0]).Config for label in labels}
+    expert_sets = scoped_overrides(list(exp.overrides), labels, configs, "--set")
+    router_cfgs = router_configs(routers, exp.router_preset, exp.router_overrides, data) if routers else {}
+    store = RunStore(exp.runs_dir)
+    lpips = lpips_metric(exp.lpips_net, exp.lpips_weights, device)
+    experts = [run_labeled_expert(label, data, store, seed=exp.seed, preset=exp.preset, overrides=expert_sets[label],
+                                  force=exp.force, lpips=lpips, progress=progress)
+               for label in labels]
+    write_results_table(exp.runs_dir)
+    mixtures = []
+    if routers:
+        mixtures = run_moe(experts, data, store, router_cfgs, seed=exp.seed, force=exp.force, lpips=lpips,
+                           progress=progress)
+        write_results_table(exp.runs_dir)
+    return ExperimentResult(data, store, experts, mixtures, lpips)
+
+
+__all__ = ["Experiment", "ExperimentResult", "default_size", "resolve_scene", "resolve_experts",
+           "resolve_routers", "router_configs", "run_experiment"]

@@ -1,0 +1,51 @@
+"""`moegs-bench report`: a registered table of the stored results (or a published one)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..errors import ConfigError
+
+
+@click.command()
+@click.option("--table", "table", default="main", show_default=True, help="Table name (see --list).")
+@click.option("--format", "fmt", default="markdown", show_default=True,
+              type=click.Choice(["markdown", "csv", "latex"]))
+@click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path))
+@click.option("--dataset", default=None, help="Only rows of this dataset.")
+@click.option("--paper-table", default=None, type=int, help="With --table paper: which of the paper's tables (1-13).")
+@click.option("--list", "list_tables", is_flag=True, help="List the tables and exit.")
+def report(table, fmt, runs_dir, dataset, paper_table, list_tables):
+    """Print a table built from the stored results (or, with --table paper, a published one).
+    Each table receives the options it declares (dataset, notes, paper_table)."""
+    import pandas as pd
+
+    from ..bench.store import RESULT_COLUMNS, notes, results
+    from ..report.tables import TABLES, build_table, format_table
+
+    if list_tables:
+        for spec in TABLES.values():
+            click.echo(f"{spec.name:20s} {spec.description}")
+        return
+    opts = {"paper_table": paper_table or 1}
+    if dataset:
+        opts["dataset"] = dataset
+    if table == "paper":  # the paper's own numbers: no run store needed
+        click.echo(format_table(build_table("paper", pd.DataFrame(columns=RESULT_COLUMNS), **opts), fmt))
+        return
+    if not Path(runs_dir).is_dir():
+        raise ConfigError(f"--runs {runs_dir}: no such run store (run `moegs-bench run` first)")
+    df = results(runs_dir)
+    if df.empty:
+        raise ConfigError(f"--runs {runs_dir}: no completed runs")
+    if not dataset:
+        present = sorted(df["dataset"].unique())
+        if len(present) > 1:
+            raise ConfigError(f"--dataset: the store holds several datasets ({', '.join(present)}); name one")
+        opts["dataset"] = present[0]
+    click.echo(format_table(build_table(table, df, notes=notes(runs_dir), **opts), fmt))
+
+
+__all__ = ["report"]

@@ -1,0 +1,118 @@
+"""`moegs-bench run` and `moegs-bench train`: options in, `bench.experiment.run_experiment`
+called, the run's tables printed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+_run_options = [
+    click.option("--scene", default="mixed", show_default=True,
+                 help="Prepared scene folder, or a synthetic scene name (generated on first use)."),
+    click.option("--rig", default="n3v", show_default=True, help="Camera rig of a synthetic scene."),
+    click.option("--size", default=None, help="Synthetic size: tiny, small or full "
+                 "(default: tiny on CPU, full with CUDA)."),
+    click.option("--seed", default=0, show_default=True, type=int, help="Training (and synthetic) seed."),
+    click.option("--preset", default=None, help="Expert preset (default: the one for the scene's size/dataset)."),
+    click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                 help="Override an expert setting, e.g. --set train.iterations=500 (repeatable; applies to "
+                      "every expert that has it); LABEL:KEY=VALUE sets it for one expert only, e.g. "
+                      "--set static@small:sh_degree=0."),
+    click.option("--force", is_flag=True, help="Retrain even if an identical run is stored."),
+    click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
+                 help="Run store folder."),
+    click.option("--data-dir", default=None, type=click.Path(path_type=Path),
+                 help="Where synthetic scenes are prepared (default: RUNS/scenes)."),
+    click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
+    click.option("--lpips-net", default="alex", show_default=True, type=click.Choice(["alex", "vgg"])),
+    click.option("--lpips-weights", default=None, type=click.Path(path_type=Path),
+                 help="torchvision checkpoint of the LPIPS backbone (offline machines)."),
+]
+
+
+def _with_run_options(fn):
+    for opt in reversed(_run_options):
+        fn = opt(fn)
+    return fn
+
+
+def _experiment(**kw):
+    from ..bench.experiment import Experiment
+
+    kw["overrides"] = tuple(kw.get("overrides", ()))
+    kw["router_overrides"] = tuple(kw.get("router_overrides", ()))
+    return Experiment(**kw)
+
+
+def _run_and_print(exp) -> object:
+    from ..bench.experiment import run_experiment
+    from ..progress import rich_progress
+
+    with rich_progress() as bar:
+        result = run_experiment(exp, progress=bar, log=click.echo)
+    data = result.data
+    click.echo(f"\nscene {data.scene.dataset}/{data.scene.name}: "
+               f"{len(data.splits['test'])} test views at {data.width}x{data.height}")
+    _print_table("experts", result, result.experts)
+    if result.mixtures:
+        best = max(result.experts, key=lambda r: r.metrics["psnr"])
+        click.echo(f"\nmixture of {', '.join(sorted(r.label for r in result.experts))} (best expert: "
+                   f"{best.label}, PSNR {best.metrics['psnr']:.2f})")
+        _print_table("mixture", result, result.mixtures)
+        routers = [r for r in result.mixtures if r.label.startswith("moe-")]
+        experts_s = sum(r.train_seconds for r in result.experts)
+        routers_s = sum(r.train_seconds for r in routers)
+        click.echo(f"\nrouter training {routers_s:.1f} s (all routers) vs experts' training {experts_s:.1f} s; "
+                   f"gate maps and expert renders under {result.mixtures[0].run.dir.parents[2]}/<method>/"
+                   f"{result.mixtures[0].run.run_id.variant}")
+    return result
+
+
+def _print_table(name: str, result, runs) -> None:
+    """Registered table `name` over the given stored runs, with whether each was reused."""
+    from ..bench.store import notes, results
+    from ..report.tables import build_table, format_table
+
+    dirs = [str(r.run.dir) for r in runs]
+    df, nt = results(result.store.root), notes(result.store.root)
+    status = {str(r.run.dir): "reused" if r.reused else "trained" for r in runs}
+    table = build_table(name, df[df["run_dir"].isin(dirs)], runs=dirs, status=status,
+                        notes=nt[nt["run_dir"].isin(dirs)])
+    click.echo(format_table(table, "markdown"))
+
+
+@click.command()
+@click.option("--experts", "experts", default=None,
+              help="Comma-separated experts, `name@preset` for one expert in a named preset "
+                   "(e.g. static@tiny,static@small), or a paper set size 2/3/4 from the scene's "
+                   "dataset file (default: all available).")
+@click.option("--router", "routers", default="none", show_default=True,
+              help="Stage 2 over the experts: a router name (vapr, pixel, volume, ...), all or none "
+                   "(comma-separated allowed).")
+@click.option("--router-preset", default=None, help="Router preset: paper, fast, tiny, technicolor, authors "
+              "(default: by the scene's synthetic size, else paper).")
+@click.option("--router-set", "router_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a router setting, e.g. --router-set iterations=200 (repeatable); "
+                   "ROUTER:KEY=VALUE for one router only, e.g. --router-set vapr:lr_phi=0.01.")
+@_with_run_options
+def run(**kw):
+    """Prepare (or reuse) a scene, train the experts (or reuse stored runs), optionally train
+    routers over them, evaluate, store results and print tables."""
+    exp = _experiment(**kw)
+    _run_and_print(exp)
+    click.echo(f"\nresults: {exp.runs_dir / 'results.csv'}")
+
+
+@click.command()
+@click.option("--expert", required=True, help="Expert to train, e.g. static or static@tiny.")
+@_with_run_options
+def train(expert, **kw):
+    """Train and evaluate one expert on one scene."""
+    if "," in expert:
+        raise click.BadParameter("name one expert", param_hint="--expert")
+    result = _run_and_print(_experiment(experts=expert, **kw))
+    click.echo(f"\nrun folder: {result.experts[0].run.dir}")
+
+
+__all__ = ["run", "train"]

@@ -1,0 +1,84 @@
+"""The table registry: `register_table(name, description)` adds a builder
+`(df, **opts) -> DataFrame`; `build_table(name, df, **opts)` runs one with the options it
+declares."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from ...errors import ConfigError
+
+TIDY_COLUMNS = ["dataset", "scene", "method", "variant", "seed", "metric", "value"]
+
+Builder = Callable[..., pd.DataFrame]
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A registered table: its name, a one-line description (the default title), its builder."""
+
+    name: str
+    description: str
+    builder: Builder
+
+
+TABLES: dict[str, TableSpec] = {}
+
+
+def register_table(name: str, description: str) -> Callable[[Builder], Builder]:
+    """Decorator: register `builder(df, **opts) -> DataFrame` as table `name`."""
+
+    def decorate(builder: Builder) -> Builder:
+        if name in TABLES:
+            raise ValueError(f"table {name!r} is already registered")
+        TABLES[name] = TableSpec(name, description, builder)
+        return builder
+
+    return decorate
+
+
+def _spec(name: str) -> TableSpec:
+    spec = TABLES.get(name)
+    if spec is None:
+        raise ConfigError(f"unknown table {name!r}; valid tables: {', '.join(sorted(TABLES))}")
+    return spec
+
+
+def _takes_any_option(builder: Builder) -> bool:
+    params = inspect.signature(builder).parameters.values()
+    return any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def table_options(name: str) -> set[str]:
+    """Names of the options table `name` takes (the keyword parameters of its builder after the
+    results frame); ConfigError for an unknown table."""
+    params = list(inspect.signature(_spec(name).builder).parameters.values())[1:]
+    kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    return {p.name for p in params if p.kind in kinds}
+
+
+def build_table(name: str, df: pd.DataFrame, **opts: Any) -> pd.DataFrame:
+    """Build registered table `name` from tidy rows. Options the builder does not declare are
+    dropped (callers such as the CLI pass the same options, e.g. `notes`, to every table); the
+    builder checks the values of the others. ConfigError for an unknown name, missing result
+    columns or a missing required option."""
+    spec = _spec(name)
+    missing = [c for c in TIDY_COLUMNS if c not in df.columns]
+    if missing:
+        raise ConfigError(f"table {name}: results lack columns {missing}")
+    if not _takes_any_option(spec.builder):
+        known = table_options(name)
+        opts = {k: v for k, v in opts.items() if k in known}
+    try:
+        inspect.signature(spec.builder).bind(df, **opts)
+    except TypeError as exc:
+        raise ConfigError(f"table {name}: {exc}") from None
+    table = spec.builder(df, **opts)
+    table.attrs.setdefault("title", spec.description)
+    table.attrs.setdefault("footnotes", [])
+    return table
