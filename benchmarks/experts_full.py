@@ -22,7 +22,6 @@ from scenes import synthetic_scene
 from moegs_bench.bench.harness import default_preset, lpips_metric, run_expert
 from moegs_bench.bench.store import RunStore
 from moegs_bench.config import merge
-from moegs_bench.data.sampling import ViewSampler
 from moegs_bench.device import default_device, synchronize
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.static import StaticExpert
@@ -32,6 +31,7 @@ from moegs_bench.train.loop import (
     matmul_precision,
     render_step,
     step_optimizers,
+    view_l1,
 )
 
 
@@ -58,13 +58,16 @@ def time_against_static(expert, data, steps: int, warmup: int, rounds: int = 3) 
 def _time_iterations(expert, data, steps: int, warmup: int) -> float:
     per_opt, shared_opt = make_optimizers(expert)
     cfg = expert.config.train
-    sampler = ViewSampler(data.splits["train"], cfg.batch_size, cfg.same_time, seed=0)
+    sampler = expert.make_sampler(data, seed=0)
     bg = torch.zeros(3, device=data.device)
     step0 = cfg.iterations // 2  # mid-training schedules (fine stage, full window)
 
     def one(step: int) -> None:  # the loop's step, without the densification strategy
         sv = render_step(expert, data, sampler, step, per_opt, shared_opt, bg)
-        expert_loss(expert, sv.pred, sv.gt, step).backward()
+        loss = expert_loss(expert, sv.pred, sv.gt, step)
+        if sampler.observes:
+            sampler.observe(sv.idx, view_l1(sv.pred, sv.gt))
+        loss.backward()
         step_optimizers(per_opt, shared_opt)
 
     for i in range(warmup):

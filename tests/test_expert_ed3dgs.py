@@ -10,7 +10,10 @@ import torch
 from gsplat.strategy import ops
 
 from moegs_bench.data.load import load_scene
+from moegs_bench.data.sampling import ErrorViewSampler, ViewSampler, multiview_step
 from moegs_bench.errors import ConfigError
+from moegs_bench.eval.metrics import ssim
+from moegs_bench.experts.base import Expert
 from moegs_bench.experts.ed3dgs import (
     ED3DGSExpert,
     graph_smoothness,
@@ -22,7 +25,7 @@ from moegs_bench.experts.ed3dgs import (
     smoothness,
 )
 from moegs_bench.experts.registry import expert_config, get_expert
-from moegs_bench.train.loop import make_optimizers, train_expert
+from moegs_bench.train.loop import expert_loss, make_optimizers, train_expert
 
 CPU = torch.device("cpu")
 
@@ -302,6 +305,117 @@ def test_trajectories_match_gaussians_at(data):
     assert tr.shape == (3, 3, 3) and not tr.requires_grad
     for i, t in enumerate(times):
         assert torch.allclose(tr[i], expert.gaussians_at(t).means[ids].detach(), atol=1e-6)
+
+
+# -- the authors' training protocol -----------------------------------------------------------------------
+@pytest.fixture
+def one_thread():
+    """CPU training is bit-reproducible with one thread only (threaded reductions reorder sums)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_paper_presets_follow_the_authors_protocol_and_the_synthetic_ones_the_loops(data):
+    # catches: the paper preset without the authors' sampling or SSIM steps (or other
+    # numbers than theirs), a synthetic preset that moved to the new protocol
+    paper = expert_config("ed3dgs", "paper")
+    s = paper.sampling
+    assert (s.fraction, s.start, s.init, s.camera_spacing, s.multiview_steps, s.multiview_every) == \
+        (0.5, 10_000, 100.0, True, 5, 50)
+    assert paper.ssim_multiview_only and paper.ssim_weight == 0.5 and paper.train.batch_size == 1
+    tech = expert_config("ed3dgs", "technicolor")
+    assert tech.sampling.start == 60_000 and tech.sampling.enabled and tech.ssim_multiview_only
+    for preset in ("fast", "small", "tiny"):
+        cfg = expert_config("ed3dgs", preset)
+        assert not cfg.sampling.enabled and not cfg.ssim_multiview_only, preset
+    assert isinstance(make(data).make_sampler(data, 0), ViewSampler)
+    paper_expert = ED3DGSExpert.from_scene(data, expert_config("ed3dgs", "paper", {"max_init_points": 50}))
+    assert isinstance(paper_expert.make_sampler(data, 0), ErrorViewSampler)
+
+
+def test_ssim_is_added_only_on_multi_view_steps(data):
+    # catches: SSIM on every step (or never), an off-by-one in the 1-based iteration count,
+    # the loop's 0.8/0.2 weights instead of L1 + 0.5 D-SSIM, a loop that ignores the hook
+    expert = make(data, points=50, ssim_multiview_only=True)  # tiny's sampling: no multi-view steps
+    assert {expert.photometric_weighting(step) for step in range(0, 400, 7)} == {(1.0, 0.0)}
+    paper = ED3DGSExpert.from_scene(data, expert_config("ed3dgs", "paper", {"max_init_points": 50}))
+    ssim_steps = [step for step in range(9_990, 10_110) if paper.photometric_weighting(step)[1] > 0]
+    assert ssim_steps == [9_999, 10_000, 10_001, 10_002, 10_003, 10_049, 10_050, 10_051, 10_052, 10_053,
+                          10_099, 10_100, 10_101, 10_102, 10_103]  # iterations 10000.. with it % 50 < 5
+    assert all(multiview_step(step, paper.config.sampling) for step in ssim_steps)
+    g = torch.Generator().manual_seed(0)
+    pred, gt = torch.rand(2, 16, 16, 3, generator=g), torch.rand(2, 16, 16, 3, generator=g)
+    l1 = (pred - gt).abs().mean()
+    d_ssim = 1.0 - ssim(pred, gt, convention="3dgs").mean()
+    for step, expected in ((10_000, l1 + 0.5 * d_ssim), (10_010, l1)):
+        photometric = expert_loss(paper, pred, gt, step) - paper.regularisation(step)
+        torch.testing.assert_close(photometric, expected, atol=1e-6, rtol=0)
+    default = make(data, points=50)
+    torch.testing.assert_close(expert_loss(default, pred, gt, 10) - default.regularisation(10),
+                               0.8 * l1 + 0.2 * d_ssim, atol=1e-6, rtol=0)
+
+
+class LoopProtocol(ED3DGSExpert):
+    """E-D3DGS with the base class's sampler and loss hooks: the loop's protocol as before."""
+
+    make_sampler = Expert.make_sampler
+    photometric_weighting = Expert.photometric_weighting
+
+
+def test_tiny_training_is_unchanged(data, one_thread):
+    # catches: tiny (or the hooks' defaults) drawing other views or weighting the loss
+    # differently from the loop's ViewSampler and (1-λ)·L1 + λ·D-SSIM (losses would differ)
+    overrides = {"max_init_points": 200, "train": {"iterations": 30, "batch_size": 2, "checkpoint_every": 0}}
+    losses = []
+    for cls in (ED3DGSExpert, LoopProtocol):
+        torch.manual_seed(0)  # the decoders' initialisation draws from the global generator
+        expert = cls.from_scene(data, expert_config("ed3dgs", "tiny", overrides), torch.Generator().manual_seed(0))
+        losses.append(train_expert(expert, data, seed=1).losses)
+    assert losses[0] == losses[1]
+
+
+class Recording(ED3DGSExpert):
+    """Records the views its sampler draws (a list shared by every instance of a test)."""
+
+    drawn: list = []
+
+    def make_sampler(self, data, seed):
+        sampler = super().make_sampler(data, seed)
+        draw = sampler.next
+
+        def next_(active, step=None):
+            idx = draw(active, step)
+            Recording.drawn.append((step, idx.tolist()))
+            return idx
+
+        sampler.next = next_
+        return sampler
+
+
+def test_training_with_the_authors_protocol_resumes_with_the_same_views(data, tmp_path, one_thread):
+    # catches: a loop that does not report errors to the sampler, or does not save and
+    # restore the sampler's state (the views after resuming would differ)
+    overrides = {"max_init_points": 200, "ssim_multiview_only": True,
+                 "sampling": {"fraction": 0.5, "start": 4, "camera_spacing": True, "multiview_steps": 2,
+                              "multiview_every": 5, "refresh": 3},
+                 "train": {"iterations": 16, "batch_size": 2, "checkpoint_every": 0}}
+
+    def fresh():
+        torch.manual_seed(0)
+        return Recording.from_scene(data, expert_config("ed3dgs", "tiny", overrides), torch.Generator().manual_seed(0))
+
+    Recording.drawn = []
+    train_expert(fresh(), data, seed=2)
+    whole = list(Recording.drawn)
+    Recording.drawn = []
+    state = tmp_path / "state.pt"
+    train_expert(fresh(), data, seed=2, state_path=state, max_steps=8)
+    saved = torch.load(state, weights_only=False)["sampler"]
+    assert saved["errors"] is not None and (saved["errors"] != 100.0).sum() >= 8  # errors were observed
+    train_expert(fresh(), data, seed=2, state_path=state)
+    assert Recording.drawn == whole and len(whole) == 16
 
 
 def test_bad_config_gets_one_clear_error(data):

@@ -11,10 +11,14 @@ from gsplat.strategy.ops import duplicate, remove, split
 
 from moegs_bench.experts.common import init_gaussian_tensors
 from moegs_bench.experts.ex4dgs import (
+    Ex4DGSConfig,
     Ex4DGSExpert,
+    conversion_temporal,
+    expand_temporal,
     hermite_interpolate,
     keyframe_count,
     keyframe_rotation,
+    readjust_temporal,
     slerp,
     temporal_opacity,
 )
@@ -22,6 +26,13 @@ from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.train.loop import make_optimizers
 
 CPU = torch.device("cpu")
+LN2, LN10 = math.log(2.0), math.log(10.0)
+# the paper preset's temporal-opacity settings, to apply at the tiny preset's scale
+PAPER_TEMPORAL = {k: getattr(Ex4DGSConfig(), k)
+                  for k in ("temporal_init", "temporal_min_width", "temporal_expand", "temporal_readjust_every")}
+# the earlier rule, kept as an option: centres at the clip ends, a 1-frame floor, no updates
+CLIP_TEMPORAL = {"temporal_init": "clip", "temporal_min_width": 1.0, "temporal_expand": False,
+                 "temporal_readjust_every": 0}
 
 
 def toy_expert(n=50, frames=8, seed=0, **overrides) -> Ex4DGSExpert:
@@ -129,6 +140,137 @@ def test_temporal_opacity_two_sided():
     far = temporal_opacity(torch.tensor(9.0), centers, widths, 0.0)
     assert (far < o).all()
     assert (temporal_opacity(torch.tensor(9.0), centers, widths, 1.0) > far).all()
+
+
+def test_temporal_floor_bounds_the_fall_off():
+    # σ = exp(log_width) + floor >= floor, so at distance d outside the window the opacity is at
+    # least exp(-(d/floor)²) however narrow the learned width. The paper floor is the original's
+    # var_pad / 2.36 = 3 / 2.36 frames. Catches: a missing floor (opacity -> 0) and the old 1-frame floor
+    floor = 3 / 2.36
+    assert Ex4DGSConfig().temporal_min_width == floor
+    centers = torch.tensor([[2.0, 5.0]]).repeat(3, 1)
+    narrow = torch.tensor([[-30.0, -30.0], [-2.0, 0.5], [0.0, -5.0]])  # learned widths ~0 .. e^0.5
+    for d in (floor, 2.0, 4.0):
+        for tau in (2.0 - d, 5.0 + d):
+            o = temporal_opacity(torch.tensor(tau), centers, narrow, floor)
+            assert (o >= math.exp(-((d / floor) ** 2)) * (1 - 1e-5)).all()
+    o = temporal_opacity(torch.tensor(5.0 + floor), centers[:1], narrow[:1], floor)
+    assert torch.allclose(o, torch.tensor([math.exp(-1.0)]), rtol=1e-5)
+    # the expert applies it to its dynamic rows (sigmoid(o) x fall-off)
+    e = toy_expert(n=4, frames=8, **PAPER_TEMPORAL)
+    make_dynamic(e, torch.tensor([0]))
+    with torch.no_grad():
+        e.params["t_width"][0] = -30.0
+    g = e.gaussians_at((5.0 + floor) / 8)
+    assert torch.allclose(g.opacities[0], torch.sigmoid(e.params["opacities"][0]) * math.exp(-1.0), rtol=1e-4)
+
+
+def test_temporal_opacity_compat_far_centre_and_huge_widths():
+    # compat: before the window the original measures from the later centre (catches compat
+    # doing nothing); widths past e^88 overflow float32: values stay 1 and gradients finite
+    centers, widths = torch.tensor([[2.0, 5.0]]), torch.zeros(1, 2)
+    assert torch.allclose(temporal_opacity(torch.tensor(1.0), centers, widths, 0.0), torch.tensor([math.exp(-1.0)]))
+    far = temporal_opacity(torch.tensor(1.0), centers, widths, 0.0, compat_far_centre=True)
+    assert torch.allclose(far, torch.tensor([math.exp(-16.0)]))
+    assert torch.allclose(temporal_opacity(torch.tensor(6.0), centers, widths, 0.0, True), torch.tensor([math.exp(-1.0)]))
+    huge = torch.full((1, 2), 300.0, requires_grad=True)
+    c = centers.clone().requires_grad_(True)
+    o = temporal_opacity(torch.tensor(-40.0), c, huge, 3 / 2.36)
+    o.sum().backward()
+    assert torch.allclose(o, torch.ones(1)) and torch.isfinite(huge.grad).all() and torch.isfinite(c.grad).all()
+
+
+def test_conversion_centres_follow_the_original():
+    # Ex4DGS extract_dynamic_points_from_static: centres t*/2 and (W + t*)/2 clamped to [1, W-1],
+    # log-widths (interval units) t* + time_pad and W - t* + time_pad. Catches: centres at the
+    # clip ends (0, F-1), no clamp, widths in the wrong units
+    c, w = conversion_temporal(torch.tensor([9.0, 0.0, 4.0]), 10, 10.0, 2.0)
+    assert torch.allclose(c, torch.tensor([[4.5, 9.0], [1.0, 5.0], [2.0, 7.0]]))
+    assert torch.allclose(w, torch.tensor([[11.0, 3.0], [2.0, 12.0], [6.0, 8.0]]) + LN10)
+    # the expert: view frame 5 of a 6-frame window, keyframe interval 2, time_pad 2
+    e = toy_expert(n=100, frames=8, **PAPER_TEMPORAL)
+    with torch.no_grad():
+        e.params["drift"][:] = 0.0
+        e.params["drift"][[3, 7]] = torch.tensor([1.0, 0.0, 0.0])
+    opts, _ = make_optimizers(e)
+    rows = e.convert_to_dynamic(opts, torch.zeros(3), frame=5, window=6)
+    assert sorted(rows.tolist()) == [3, 7]
+    assert torch.allclose(e.params["t_center"][rows], torch.tensor([[2.5, 5.0]]).expand(2, 2))
+    assert torch.allclose(e.params["t_width"][rows], torch.tensor([[7.0 + LN2, 3.0 + LN2]]).expand(2, 2))
+    # the "clip" option: centres at the clip ends
+    clip = toy_expert(n=100, frames=8, **CLIP_TEMPORAL)
+    with torch.no_grad():
+        clip.params["drift"][[3, 7]] = torch.tensor([1.0, 0.0, 0.0])
+    rows = clip.convert_to_dynamic(make_optimizers(clip)[0], torch.zeros(3), frame=5, window=6)
+    assert torch.allclose(clip.params["t_center"][rows], torch.tensor([[0.0, 7.0]]).expand(len(rows), 2))
+
+
+def test_window_growth_updates_temporal_windows():
+    # Ex4DGS expand_duration: late log-width := 1 interval-unit where a centre is past
+    # W_new + 1 - (time_pad + I) - I/2 frames, then centres clamped to <= W_old.
+    # Catches: no reset, the reset without the original's doubled shift (never fires), no clamp
+    c = torch.tensor([[4.0, 9.5], [1.0, 3.0], [1.0, 12.0]])
+    w = torch.zeros(3, 2) + 7.0
+    c2, w2 = expand_temporal(c, w, 10, 20, 10.0, 2.0)  # threshold 20 + 1 - 12 - 5 = 4
+    assert torch.allclose(c2, torch.tensor([[4.0, 9.5], [1.0, 3.0], [1.0, 10.0]]))
+    assert torch.allclose(w2, torch.tensor([[7.0, 1.0 + LN10], [7.0, 7.0], [7.0, 1.0 + LN10]]))
+    # the expert, on its window growth (tiny scale: 4 -> 6 frames at step 50, interval 2, pad 2):
+    # threshold 6 + 1 - 4 - 1 = 2; dynamic rows only
+    e = toy_expert(n=4, frames=8, **PAPER_TEMPORAL)
+    make_dynamic(e, torch.tensor([0, 1]))  # centres [2, 5]
+    with torch.no_grad():
+        e.params["t_center"][1] = torch.tensor([1.0, 1.5])
+        e.params["t_center"][2] = torch.tensor([3.0, 9.0])  # static row: untouched
+        e.params["t_width"][:] = 6.0
+    e.on_step(50)
+    p = e.params
+    assert torch.allclose(p["t_center"][0], torch.tensor([2.0, 4.0])) and torch.allclose(p["t_width"][0, 1], torch.tensor(1 + LN2))
+    assert torch.allclose(p["t_center"][1], torch.tensor([1.0, 1.5])) and torch.allclose(p["t_width"][1], torch.tensor([6.0, 6.0]))
+    assert torch.allclose(p["t_center"][2], torch.tensor([3.0, 9.0])) and torch.allclose(p["t_width"][2], torch.tensor([6.0, 6.0]))
+
+
+def test_periodic_temporal_readjustment():
+    # Ex4DGS adjust_temp_opa: a side with a centre within 0.2 I of the window edge doubles
+    # max(v, 1); v < 0.5 (before doubling) becomes 0.5; centres clamped to [0.2 I, W - 0.2 I].
+    # Catches: no floor, doubling without max(v, 1), the floor applied after the doubling, no clamp
+    c = torch.tensor([[1.0, 39.5], [10.0, 20.0], [10.0, 20.0], [10.0, 39.0]])
+    v = torch.tensor([[0.2, 3.0], [0.7, 2.0], [-1.0, 0.4], [0.8, 0.6]])
+    c2, w2 = readjust_temporal(c, v + LN10, 40, 10.0)
+    assert torch.allclose(c2, torch.tensor([[2.0, 38.0], [10.0, 20.0], [10.0, 20.0], [10.0, 38.0]]))
+    assert torch.allclose(w2 - LN10, torch.tensor([[0.5, 6.0], [0.7, 2.0], [0.5, 0.5], [0.8, 2.0]]))
+    # schedule: every 1200 steps (paper) until densify.stop - 3000 = 27000; off in the tiny preset
+    paper = Ex4DGSExpert(expert_config("ex4dgs", "paper"), num_frames=300)
+    assert [s for s in range(0, 40_000, 600) if paper.readjust_due(s)] == list(range(1200, 27_000, 1200))
+    assert not any(toy_expert(frames=8).readjust_due(s) for s in range(0, 400))
+    # the expert readjusts dynamic rows and restarts their moments
+    e = toy_expert(n=6, frames=8, **PAPER_TEMPORAL)
+    make_dynamic(e, torch.tensor([0, 1]))
+    opts, _ = make_optimizers(e)
+    g = e.gaussians_at(0.95)
+    (g.opacities.sum() + g.means.sum()).backward()
+    for o in opts.values():
+        o.step()
+    with torch.no_grad():
+        e.params["t_width"][:] = -3.0
+    e.readjust_temporal_windows(opts, 6)
+    assert torch.allclose(e.params["t_width"][:2], torch.full((2, 2), 0.5 + LN2))  # v floor 0.5
+    assert torch.allclose(e.params["t_width"][2:], torch.full((4, 2), -3.0))  # static rows untouched
+    st = opts["t_center"].state[e.params["t_center"]]
+    assert st["exp_avg"][:2].abs().sum() == 0
+
+
+def test_presets_temporal_settings():
+    # catches: a preset losing the original's values (every preset follows the original's rule;
+    # the synthetic presets only scale its schedule)
+    paper = expert_config("ex4dgs", "paper")
+    assert (paper.temporal_init, paper.time_pad, paper.temporal_readjust_every, paper.temporal_expand) == \
+        ("window", 2.0, 1200, True)
+    techni = expert_config("ex4dgs", "technicolor")
+    assert (techni.time_pad, techni.temporal_readjust_every, techni.temporal_min_width) == (3.0, 1000, 3 / 2.36)
+    for preset in ("fast", "small", "tiny"):
+        cfg = expert_config("ex4dgs", preset)
+        assert cfg.temporal_init == "window" and cfg.temporal_min_width == 3 / 2.36, preset
+        assert cfg.temporal_expand, preset
 
 
 # -- schedules ---------------------------------------------------------------------------------

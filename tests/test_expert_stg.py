@@ -10,14 +10,18 @@ import pytest
 import torch
 from gsplat.strategy import ops
 
+from moegs_bench.data.init import InitData
 from moegs_bench.data.load import load_scene
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.stg import (
     STGExpert,
     decode_features,
+    most_isolated,
+    nearest_other_distance,
     pixel_rays,
     polynomial_position,
     polynomial_velocity,
+    resolve_dataset_defaults,
     rotation_at,
     select_init_points,
     temporal_opacity,
@@ -120,19 +124,87 @@ def test_init_from_time_tagged_points(data):
     assert torch.all(expert.params["motion"] == 0) and torch.all(expert.params["omega"] == 0)
 
 
-def test_n3v_rule_keeps_frame0_and_most_isolated():
-    rng = np.random.default_rng(0)
-    xyz0 = rng.normal(size=(50, 3)).astype(np.float32)
-    near = xyz0[:30] + 0.01
-    far = rng.normal(size=(10, 3)).astype(np.float32) + 20.0
-    pts = {"xyz": np.concatenate([xyz0, near, far]), "rgb": np.zeros((90, 3), np.uint8),
-           "time": np.concatenate([np.zeros(50), np.full(40, 0.5)]).astype(np.float32),
-           "frame": np.concatenate([np.zeros(50), np.ones(40)]).astype(np.int32)}
+def hand_made_points() -> dict[str, np.ndarray]:
+    """Three frames (2, 3, 5) where the original's rule, the distance to the first frame and a
+    pooled fraction all keep different points.
+    frame 2: a 3x2 grid of spacing 1 (the first frame: all kept).
+    frame 3: four points on the x axis at 0, 1, 10, 30 (nearest-neighbour distances 1, 1, 9, 20;
+      close to frame 2) and five points 0.01 apart at x = 100 (far from frame 2, not isolated
+      within frame 3). int(9 * 0.25) = 2 keep: x = 30 and x = 10.
+    frame 5: four points on the y axis at 0, 1000, 3000, 6000 (distances 1000, 1000, 2000, 3000):
+      int(4 * 0.25) = 1 keeps y = 6000."""
+    grid = np.array([[i, j, 0.0] for i in range(3) for j in range(2)])
+    line = np.array([[x, 0.0, 0.0] for x in (0.0, 1.0, 10.0, 30.0)])
+    cluster = np.array([[100.0 + 0.01 * i, 0.0, 0.0] for i in range(5)])
+    spread = np.array([[0.0, y, 0.0] for y in (0.0, 1000.0, 3000.0, 6000.0)])
+    xyz = np.concatenate([grid, line, cluster, spread]).astype(np.float32)
+    frame = np.array([2] * 6 + [3] * 9 + [5] * 4, dtype=np.int32)
+    return {"xyz": xyz, "rgb": np.zeros((len(xyz), 3), np.uint8), "time": frame / 10.0, "frame": frame}
+
+
+def test_frame0_isolated_rule_is_per_frame_nearest_neighbour():
+    # catches: isolation measured as the distance to the first frame (would keep the x = 100
+    # cluster), one fraction pooled over all later frames (would keep frame 5's three farthest),
+    # ceil instead of int (3 from frame 3), frame 0 taken literally instead of the first frame
+    pts = hand_made_points()
     out = select_init_points(pts, "frame0_isolated", 0.25)
-    assert len(out["xyz"]) == 50 + 10
-    assert (out["frame"] == 0).sum() == 50
-    assert (out["xyz"][out["frame"] == 1] > 10).all()  # the isolated ones
-    assert len(select_init_points(pts, "all", 0.25)["xyz"]) == 90
+    assert (out["frame"] == 2).sum() == 6
+    assert sorted(out["xyz"][out["frame"] == 3][:, 0].tolist()) == [10.0, 30.0]
+    assert out["xyz"][out["frame"] == 5].tolist() == [[0.0, 6000.0, 0.0]]
+    kept = [0, 1, 2, 3, 4, 5, 8, 9, 18]  # rows of every array, in input order
+    assert all(np.array_equal(out[k], pts[k][kept]) for k in pts)
+    assert len(select_init_points(pts, "all", 0.25)["xyz"]) == len(pts["xyz"])
+
+
+def test_isolated_compat_reproduces_the_original_threshold():
+    # the original keeps d > sorted(d)[-k]: k - 1 points, and for k = 0 all but the closest.
+    # catches: compat equal to the clean rule, or the clean rule keeping k - 1 / all for k = 0
+    dist = torch.tensor([1.0, 1.0, 9.0, 20.0])
+    assert most_isolated(dist, 0.5).tolist() == [False, False, True, True]  # k = 2
+    assert most_isolated(dist, 0.5, compat=True).tolist() == [False, False, False, True]
+    few = torch.tensor([2.0, 1.0, 3.0])  # k = int(0.75) = 0
+    assert not most_isolated(few, 0.25).any()
+    assert most_isolated(few, 0.25, compat=True).tolist() == [True, False, True]
+    out = select_init_points(hand_made_points(), "frame0_isolated", 0.25, compat=True)
+    assert out["xyz"][out["frame"] == 3][:, 0].tolist() == [30.0] and (out["frame"] == 5).sum() == 0
+    assert torch.equal(nearest_other_distance(torch.tensor([[0.0, 0, 0], [3.0, 4, 0], [3.0, 4, 1]])),
+                       torch.tensor([5.0, 1.0, 1.0]))
+
+
+def init_data(dataset: str, pts: dict[str, np.ndarray]) -> InitData:
+    return InitData(dataset=dataset, num_frames=6, num_cameras=2, train_cameras=torch.tensor([0, 1]),
+                    extent=1.0, device=CPU, point_sets=frozenset({"merged"}), _load_points=lambda which: pts)
+
+
+def test_dataset_defaults_follow_the_original_configs():
+    # catches: the old defaults (scale lr 5e-3 on N3V, Technicolor s_t = +2 without train.py's
+    # sign flip, the N3V rule for STG full, no rule for Technicolor full)
+    cfg = expert_config("stg", "paper")
+    assert cfg.lr.scales is None and cfg.time_scale_init is None and cfg.init_rule == "auto"
+    expected = {("n3v", "sh"): (1.5e-3, 0.0, "frame0_isolated"), ("n3v", "rgb"): (1.5e-3, 0.0, "frame0_isolated"),
+                ("n3v", "features"): (1.5e-3, 0.0, "all"), ("technicolor", "sh"): (5e-3, -2.0, "all"),
+                ("technicolor", "rgb"): (5e-3, -2.0, "all"), ("technicolor", "features"): (5e-3, -2.0, "frame0_isolated"),
+                ("synthetic", "sh"): (5e-3, 0.0, "all")}
+    for (dataset, color), (scales, s_t, rule) in expected.items():
+        r = resolve_dataset_defaults(expert_config("stg", "paper", {"color": color}), dataset)
+        assert (r.lr.scales, r.time_scale_init, r.init_rule) == (scales, s_t, rule), (dataset, color)
+    kept = resolve_dataset_defaults(expert_config("stg", "paper", {"lr": {"scales": 3e-3}, "init_rule": "all"}), "n3v")
+    assert kept.lr.scales == 3e-3 and kept.init_rule == "all"  # a per-scene override wins
+    for preset in ("fast", "small", "tiny"):  # measured presets: synthetic scenes keep 5e-3
+        assert resolve_dataset_defaults(expert_config("stg", preset), "synthetic").lr.scales == 5e-3
+
+
+def test_paper_expert_on_n3v_and_technicolor_inits():
+    # catches: from_init ignoring the resolved rule, scale lr or s_t, or not saving them
+    pts = hand_made_points()
+    n3v = STGExpert.from_init(init_data("n3v", pts), expert_config("stg", "paper"))
+    assert n3v.num_gaussians == 6 + 2 + 1
+    assert n3v.learning_rates(0, 1.0)["scales"] == 1.5e-3 and n3v.config.lr.scales == 1.5e-3
+    assert n3v.config.init_rule == "frame0_isolated" and torch.all(n3v.params["time_scale"] == 0.0)
+    techni = STGExpert.from_init(init_data("technicolor", pts), expert_config("stg", "paper"))
+    assert techni.num_gaussians == len(pts["xyz"])
+    assert techni.learning_rates(0, 1.0)["scales"] == 5e-3
+    assert torch.all(techni.params["time_scale"] == -2.0)  # temporal width e^-2 of the segment
 
 
 def test_features_decode_range_and_gradients(data):
@@ -143,7 +215,6 @@ def test_features_decode_range_and_gradients(data):
     out = render(g, viewmats, Ks, data.width, data.height, background=torch.zeros(3))
     rgb = expert.decode(out.rgb, viewmats, Ks, data.times[2])
     assert rgb.shape == (2, data.height, data.width, 3)
-    assert (rgb > 0).all() and (rgb < 1).all()
     rgb.mean().backward()
     for name in ("decoder_w1", "decoder_w2"):
         grad = expert.shared_params()[name].grad
@@ -155,6 +226,13 @@ def test_features_decode_range_and_gradients(data):
     assert torch.allclose(rays[..., 3:].norm(dim=-1), torch.ones(1, 2, 3), atol=1e-5)
     zero = decode_features(feats, rays, torch.zeros(6, 12), torch.zeros(3, 6))
     assert torch.allclose(zero, torch.sigmoid(feats[..., :3]))
+    # the MLP input is [specular, time feature, rays] in that order (catches a swapped concat
+    # or the base features fed to the MLP)
+    w1, w2 = torch.randn(6, 12), torch.randn(3, 6)
+    x = torch.cat([feats[..., 3:6], feats[..., 6:9], rays], -1)
+    hidden = torch.einsum("chwi,oi->chwo", x, w1).clamp_min(0)
+    want = torch.sigmoid(feats[..., :3] + torch.einsum("chwi,oi->chwo", hidden, w2))
+    assert torch.allclose(decode_features(feats, rays, w1, w2), want, atol=1e-6)
 
 
 @pytest.mark.parametrize("color", MODES)

@@ -10,8 +10,10 @@ import torch
 import torch.nn.functional as F
 from skimage.metrics import structural_similarity
 
+from moegs_bench.eval import metrics as metrics_module
 from moegs_bench.eval.metrics import (
     LPIPS_BACKBONE_FILES,
+    LPIPS_CONVENTIONS,
     LPIPSMetric,
     LPIPSUnavailableError,
     evaluate_images,
@@ -243,6 +245,13 @@ def random_alexnet_file(tmp_path_factory):
     return path, {k: v.clone() for k, v in model.features.state_dict().items()}
 
 
+@pytest.fixture(scope="module")
+def random_lpips(random_alexnet_file):
+    """An LPIPSMetric on the random AlexNet (built once: loading it takes seconds)."""
+    path, _ = random_alexnet_file
+    return LPIPSMetric("alex", weights=path, device="cpu", allow_unverified=True)
+
+
 def test_lpips_without_weights_is_unavailable_and_says_why(empty_hub):
     metric = LPIPSMetric("alex", weights=None, device="cpu")
     assert not metric.available
@@ -252,10 +261,17 @@ def test_lpips_without_weights_is_unavailable_and_says_why(empty_hub):
     img = torch.rand(1, 16, 16, 3)
     with pytest.raises(LPIPSUnavailableError, match="--lpips-weights"):
         metric(img, img)
+    with pytest.raises(LPIPSUnavailableError, match="--lpips-weights"):
+        metric(img, img, "lpips_3dgs")
     rows = evaluate_images(img, img, metric)
-    assert "lpips" not in rows[0]
-    assert metric_notes(metric)["lpips"] == metric.reason
+    assert "lpips" not in rows[0] and "lpips_3dgs" not in rows[0]
+    notes = metric_notes(metric)
+    assert notes["lpips"] == metric.reason
+    # both conventions unavailable for the same reason; the 3DGS one still says what it is
+    assert "unavailable" in notes["lpips_3dgs"] and metric.reason in notes["lpips_3dgs"]
+    assert "3DGS" in notes["lpips_3dgs"] and "without mapping" in notes["lpips_3dgs"]
     assert "--lpips-weights" in metric_notes(None)["lpips"]
+    assert "--lpips-weights" in metric_notes(None)["lpips_3dgs"]
 
 
 def test_lpips_missing_weights_file_named(empty_hub):
@@ -283,10 +299,10 @@ def test_lpips_unofficial_file_is_refused_by_default(random_alexnet_file):
     assert "sha256" in metric.reason and LPIPS_BACKBONE_FILES["alex"] in metric.reason
 
 
-def test_lpips_loading_mechanism_with_random_backbone(random_alexnet_file):
+def test_lpips_loading_mechanism_with_random_backbone(random_alexnet_file, random_lpips):
     """Proves the weights reach the lpips backbone. Random weights: the values are NOT LPIPS."""
-    path, features = random_alexnet_file
-    metric = LPIPSMetric("alex", weights=path, device="cpu", allow_unverified=True)
+    _, features = random_alexnet_file
+    metric = random_lpips
     assert metric.available, metric.reason
     assert not metric.verified and "UNVERIFIED" in metric.describe()
     backbone = metric._model.net
@@ -304,3 +320,101 @@ def test_lpips_loading_mechanism_with_random_backbone(random_alexnet_file):
     assert torch.allclose(values, ref, atol=1e-6)
     rows = evaluate_images(a, b, metric, chunk_size=1)
     assert [r["lpips"] for r in rows] == pytest.approx(values.tolist(), abs=1e-6)
+
+
+class _RecordingNet(torch.nn.Module):
+    """Stand-in for the LPIPS network (tests only): records the two inputs of every call and
+    returns the mean of the first per image, [B,1,1,1] like lpips."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        self.calls.append((x.clone(), y.clone()))
+        return x.mean(dim=(1, 2, 3), keepdim=True)
+
+
+def test_lpips_conventions_feed_the_network_as_named(random_alexnet_file, monkeypatch):
+    """"lpips" sees [-1,1] inputs, "lpips_3dgs" the raw [0,1] ones, from the one network the
+    metric built (the stand-in replaces the real one where the metric builds it)."""
+    net = _RecordingNet()
+    monkeypatch.setattr(metrics_module, "_build_lpips", lambda name, features: net)
+    path, _ = random_alexnet_file
+    metric = LPIPSMetric("alex", weights=path, device="cpu", allow_unverified=True)
+    assert metric.available and metric._model is net
+    gen = torch.Generator().manual_seed(3)
+    a = 0.1 + 0.8 * torch.rand(2, 12, 14, 3, generator=gen)
+    b = 0.1 + 0.8 * torch.rand(2, 12, 14, 3, generator=gen)
+    a_chw, b_chw = a.permute(0, 3, 1, 2), b.permute(0, 3, 1, 2)
+
+    metric(a, b, "lpips")
+    x, y = net.calls[-1]
+    assert torch.allclose(x, a_chw * 2 - 1) and torch.allclose(y, b_chw * 2 - 1)
+    assert x.min() < 0  # mapped to [-1,1]
+    metric(a, b, "lpips_3dgs")
+    x, y = net.calls[-1]
+    assert torch.equal(x, a_chw) and torch.equal(y, b_chw)  # [0,1], unmapped
+    with pytest.raises(ValueError, match="lpips_3dgs"):
+        metric(a, b, "lpips_vgg")
+
+    # evaluate_images: each key holds its own convention's value, one network call each
+    net.calls.clear()
+    rows = evaluate_images(a, b, metric, chunk_size=1)
+    assert len(net.calls) == 2 * len(a)
+    for i, row in enumerate(rows):
+        assert row["lpips"] == pytest.approx((a[i] * 2 - 1).mean().item(), abs=1e-6)
+        assert row["lpips_3dgs"] == pytest.approx(a[i].mean().item(), abs=1e-6)
+    notes = metric_notes(metric)
+    assert set(LPIPS_CONVENTIONS) <= set(notes)
+    assert "[-1,1]" in notes["lpips"] and "official" in notes["lpips"]
+    assert "without mapping" in notes["lpips_3dgs"] and "MoE-GS paper" in notes["lpips_3dgs"]
+
+
+def _lpips_3dgs_reference(lins, alex, x, y) -> float:
+    """3DGS's lpipsPyTorch written out for one pair [1,3,H,W] fed as given, on AlexNet feature
+    layers `alex`: z-score with its constants, ReLU outputs of features 1, 4, 7, 9, 11 with
+    unit-normalised channels, squared difference, the v0.1 linear layers `lins` (1x1
+    convolution weights), spatial mean, sum."""
+    mean = torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1)
+    std = torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1)
+
+    def feats(t):
+        t, out = (t - mean) / std, []
+        for i, layer in enumerate(alex, 1):
+            t = layer(t)
+            if i in (2, 5, 8, 10, 12):
+                out.append(t / (t.square().sum(1, keepdim=True).sqrt() + 1e-10))
+            if len(out) == 5:  # lpipsPyTorch stops at its last target layer
+                return out
+        return out
+
+    with torch.no_grad():
+        pairs = zip(feats(x), feats(y), lins, strict=True)
+        parts = [F.conv2d((fx - fy) ** 2, w).mean() for fx, fy, w in pairs]
+    return float(sum(parts))
+
+
+def test_lpips_3dgs_equals_the_3dgs_computation(random_alexnet_file, random_lpips):
+    """With a random backbone (values NOT LPIPS): "lpips_3dgs" is what 3DGS's metrics.py gets
+    from lpipsPyTorch on [0,1] images, and differs from the official convention."""
+    from torchvision import models
+
+    _, features = random_alexnet_file
+    metric = random_lpips
+    assert metric.available, metric.reason
+    alex = models.alexnet(weights=None).features
+    alex.load_state_dict(features)
+    lins = [lin.model[-1].weight for lin in metric._model.lins]
+    gen = torch.Generator().manual_seed(2)
+    a = torch.rand(2, 32, 40, 3, generator=gen)
+    b = (a + 0.2 * torch.randn(a.shape, generator=gen)).clamp(0, 1)
+    got = metric.distances(a, b)
+    for i in range(len(a)):
+        x, y = a[i : i + 1].permute(0, 3, 1, 2), b[i : i + 1].permute(0, 3, 1, 2)
+        expected = _lpips_3dgs_reference(lins, alex, x, y)
+        assert got["lpips_3dgs"][i].item() == pytest.approx(expected, rel=1e-4, abs=1e-6)
+        # the official convention is the same computation on [-1,1] inputs
+        official = _lpips_3dgs_reference(lins, alex, x * 2 - 1, y * 2 - 1)
+        assert got["lpips"][i].item() == pytest.approx(official, rel=1e-4, abs=1e-6)
+    assert not torch.allclose(got["lpips"], got["lpips_3dgs"], rtol=1e-2)

@@ -29,7 +29,7 @@ def table_rows(stdout: str) -> dict[str, list[str]]:
     for line in stdout.splitlines():
         if line.startswith("| ") and not line.startswith("| ---"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            out[cells[0]] = cells[1:]
+            out[cells[0].removesuffix(" [uncommitted]")] = cells[1:]  # a checkout with edits marks rows
     return out
 
 
@@ -50,11 +50,15 @@ def test_run_router_all_stores_every_method(moe_run):
     assert "router training" in out.stdout and "experts' training" in out.stdout
     df = pd.read_csv(runs / "results.csv")
     psnr = df[df.metric == "psnr"].set_index(["method", "variant"]).value
+    root = runs / "synthetic" / "mixed"
     for method in ("uniform-average", "oracle-pixel", "oracle-image", "moe-vapr", "moe-pixel", "moe-volume"):
-        assert 5 < psnr[(method, VARIANT)] < 60, method
-    assert psnr[("static", "tiny")] > 0 and psnr[("static", "small")] > 0
-    # the two configurations really differ: the per-pixel oracle gains over both
-    assert psnr[("oracle-pixel", VARIANT)] > max(psnr[("static", "tiny")], psnr[("static", "small")])
+        # the stored PSNR is the mean of the run's per-image rows
+        rows = pd.read_csv(root / method / VARIANT / "seed0" / "per_image.csv")
+        assert len(rows) == 8 and psnr[(method, VARIANT)] == pytest.approx(rows.psnr.mean()), method
+    experts = max(psnr[("static", "tiny")], psnr[("static", "small")])
+    # the two configurations really differ: the per-pixel oracle gains over both; the
+    # per-image oracle is never below the best expert
+    assert psnr[("oracle-pixel", VARIANT)] > experts and psnr[("oracle-image", VARIANT)] >= experts - 1e-9
     moe_metrics = set(df[df.method == "moe-vapr"].metric)
     assert {"psnr", "ssim", "train_seconds", "iterations", "best_expert_psnr", "oracle_gain_share"} <= moe_metrics
     # one evaluation path: every mixture and baseline row has the experts' per-regime PSNR too

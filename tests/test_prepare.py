@@ -1,4 +1,4 @@
-"""prepare: options, segments, datasets/*.toml, the datasets command, failure safety."""
+"""prepare: options, segments, moegs_bench/datasets/*.toml, the datasets command, failure safety."""
 
 from __future__ import annotations
 

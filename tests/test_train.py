@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import io
+
 import pytest
 import torch
+from torch import Tensor
 
-from moegs_bench.data.load import load_scene
-from moegs_bench.data.sampling import ViewSampler
+from moegs_bench.data.load import Views, load_scene
+from moegs_bench.data.sampling import (
+    ErrorSampling,
+    ErrorViewSampler,
+    SpacedCameras,
+    ViewSampler,
+    camera_centres,
+    multiview_step,
+)
 from moegs_bench.experts.registry import expert_config, get_expert
 from moegs_bench.experts.static import StaticExpert
 from moegs_bench.optim.schedules import exp_decay
@@ -84,6 +94,138 @@ def test_view_sampler_covers_views_and_respects_window(data):
     st = ViewSampler(views, batch=3, same_time=True, seed=0)
     idx = st.next(len(data.times))
     assert len(idx) == 3 and len(set(views.frames[idx].tolist())) == 1
+
+
+# -- the error-driven sampler (E-D3DGS's protocol) -------------------------------------------------------
+CAMS, FRAMES = 5, 8
+
+
+def grid_views(cams: int = CAMS, frames: int = FRAMES) -> Views:
+    """Every (camera, frame) of a rig, camera-major; images are not needed to draw."""
+    c, f = torch.meshgrid(torch.arange(cams), torch.arange(frames), indexing="ij")
+    return Views(c.flatten(), f.flatten(), torch.empty(0))
+
+
+def line_centres(cams: int = CAMS) -> Tensor:
+    """Cameras 1 unit apart on the x axis: [cams,3]."""
+    return torch.stack([torch.arange(cams, dtype=torch.float64), torch.zeros(cams), torch.zeros(cams)], 1)
+
+
+def error_sampler(views: Views, batch: int = 1, seed: int = 0, **settings) -> ErrorViewSampler:
+    base = {"start": 1, "camera_spacing": False, "multiview_steps": 0}
+    return ErrorViewSampler(views, batch, seed, ErrorSampling(**{**base, **settings}), line_centres())
+
+
+def frame_counts(sampler, views: Views, steps: int, active: int = FRAMES, first: int = 0) -> Tensor:
+    """How often each frame was drawn over `steps` steps from `first`: [FRAMES]."""
+    drawn = torch.cat([views.frames[sampler.next(active, s)] for s in range(first, first + steps)])
+    return torch.bincount(drawn, minlength=FRAMES)
+
+
+def test_error_sampler_draws_frames_in_proportion_to_their_normalised_error():
+    # catches: uniform draws, weights from raw sums instead of the authors' min-max
+    # normalisation (frame 0 would get 1/36), inverted weights
+    views = grid_views()
+    s = error_sampler(views, fraction=1.0)
+    s.observe(torch.arange(len(views)), 1.0 + views.frames.float())  # frame f: sum 5(1+f)
+    n = 4000
+    p = frame_counts(s, views, n).double() / n
+    expected = torch.arange(FRAMES, dtype=torch.float64) / 28  # (f - 0) / (7 - 0), normalised
+    assert p[0] == 0
+    assert torch.allclose(p, expected, atol=0.02), p
+
+
+def test_error_sampler_draws_only_its_fraction_by_error():
+    # catches: every view by error (share of frame 5 near 1), the fraction as a per-view coin
+    # (some batches without frame 5), by-error draws before `start`, the wrong parity of
+    # the authors' every-even-iteration rule
+    views = grid_views()
+    errors = torch.where(views.frames == 5, 1.0, 0.1)  # by error: frame 5 only (others are the minimum)
+    s = error_sampler(views, batch=2, fraction=0.5)
+    s.observe(torch.arange(len(views)), errors)
+    for step in range(300):
+        assert 5 in views.frames[s.next(FRAMES, step)].tolist()  # one of the two views of every step
+    one = error_sampler(views, batch=1, fraction=0.5, start=201)
+    one.observe(torch.arange(len(views)), errors)
+    before = frame_counts(one, views, 200)  # steps 0..199: iterations 1..200, before start
+    assert before[5] < 60  # uniform: 25 expected
+    after = [int(views.frames[one.next(FRAMES, step)]) for step in range(200, 1000)]
+    assert all(f == 5 for f in after[1::2])  # odd steps = even iterations (train.py:116)
+    share = sum(f == 5 for f in after) / len(after)
+    assert abs(share - (0.5 + 0.5 / FRAMES)) < 0.04
+
+
+def test_error_sampler_respects_the_active_frame_window():
+    # catches: error weights normalised or drawn over all frames (frame 7 would dominate)
+    views = grid_views()
+    s = error_sampler(views, batch=2, fraction=0.5, multiview_steps=3, multiview_every=5)
+    s.observe(torch.arange(len(views)), torch.where(views.frames == 7, 10.0, views.frames * 0.01))
+    counts = frame_counts(s, views, 300, active=3)
+    assert counts[3:].sum() == 0 and (counts[:3] > 0).all()
+
+
+def test_error_sampler_resumes_with_the_same_draws():
+    # catches: a state without the errors, their host copy, the held frames, the camera
+    # chain or the generator (the draws after loading would differ)
+    views = grid_views()
+    settings = {"fraction": 0.5, "camera_spacing": True, "multiview_steps": 3, "multiview_every": 7,
+                "refresh": 4}
+    g = torch.Generator().manual_seed(1)
+
+    def run(sampler, steps):
+        out = []
+        for step in steps:
+            idx = sampler.next(FRAMES, step)
+            sampler.observe(idx, torch.rand(len(idx), generator=g))
+            out.append(idx.tolist())
+        return out
+
+    a = error_sampler(views, batch=2, **settings)
+    run(a, range(15))
+    buffer = io.BytesIO()
+    torch.save(a.state_dict(), buffer)  # as the loop's checkpoint does
+    rng = g.get_state()
+    first = run(a, range(15, 40))
+    b = error_sampler(views, batch=2, seed=99, **settings)
+    buffer.seek(0)
+    b.load_state_dict(torch.load(buffer, weights_only=False))
+    g.set_state(rng)
+    assert run(b, range(15, 40)) == first
+    assert multiview_step(14, a.s)  # the state was saved inside a multi-view group
+
+
+def test_spaced_cameras_follow_the_authors_rule():
+    # catches: uniform cameras (neighbours 1 apart), a threshold other than the median of
+    # the distinct distances, spacing only within a step
+    chain = SpacedCameras(line_centres(8))
+    assert chain.min_distance == 4.0  # distinct distances 0..7: the one at index 4
+    g = torch.Generator().manual_seed(0)
+    picks = [chain.next(g) for _ in range(400)]
+    assert picks[0] >= 4  # the chain starts after camera 0
+    assert all(abs(a - b) >= 4 for a, b in zip(picks, picks[1:], strict=False))
+    assert set(picks) == set(range(8))
+    views = grid_views()
+    s = error_sampler(views, batch=2, fraction=0.5, camera_spacing=True)
+    cams = torch.cat([views.cams[s.next(FRAMES, step)] for step in range(200)]).tolist()
+    assert all(abs(a - b) >= s.chain.min_distance for a, b in zip(cams, cams[1:], strict=False))
+    assert camera_centres(torch.eye(4)[None]).abs().sum() == 0  # identity pose: at the origin
+
+
+def test_multiview_steps_keep_the_frames_for_the_next_steps():
+    # catches: held frames not reused, an off-by-one in the authors' 1-based iteration count,
+    # the same camera for the held frame
+    views = grid_views()
+    s = error_sampler(views, fraction=0.5, camera_spacing=True, multiview_steps=3, multiview_every=10, start=20)
+    draws = [s.next(FRAMES, step) for step in range(60)]
+    frames = [int(views.frames[i]) for i in draws]
+    held = [step for step in range(59) if multiview_step(step, s.s)]
+    assert held == [19, 20, 21, 29, 30, 31, 39, 40, 41, 49, 50, 51]  # iterations % 10 in 0..2, from iteration 20
+    assert held[:3] == [19, 20, 21] and not multiview_step(18, s.s)
+    for step in held:
+        assert frames[step + 1] == frames[step]
+        assert views.cams[draws[step + 1]] != views.cams[draws[step]]
+    groups = [frames[19:23], frames[29:33]]
+    assert all(len(set(g)) == 1 for g in groups)  # four steps, one frame each
 
 
 def test_exp_decay_endpoints():

@@ -97,7 +97,7 @@ def resolve_scene(exp: Experiment, device: torch.device, progress: ProgressFacto
 
 def resolve_experts(spec: str | None, dataset: str) -> list[str]:
     """Expert labels from --experts: None (every available expert), a set size N (the
-    dataset's `[expert_sets]` in datasets/<dataset>.toml), or comma-separated labels."""
+    dataset's `[expert_sets]` in moegs_bench/datasets/<dataset>.toml), or comma-separated labels."""
     if spec is None:
         return available_experts()
     spec = spec.strip()
@@ -106,7 +106,7 @@ def resolve_experts(spec: str | None, dataset: str) -> list[str]:
         if int(spec) not in sets:
             have = ", ".join(str(n) for n in sorted(sets)) or "none"
             raise ConfigError(f"--experts {spec}: dataset {dataset!r} names no expert set of that size "
-                              f"(datasets/{dataset}.toml [expert_sets]: {have})")
+                              f"(moegs_bench/datasets/{dataset}.toml [expert_sets]: {have})")
         return check_labels(list(sets[int(spec)]), f"--experts {spec}")
     return check_labels([s.strip() for s in spec.split(",") if s.strip()], f"--experts {spec}")
 

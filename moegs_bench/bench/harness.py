@@ -4,27 +4,30 @@ evaluation path (`eval.evaluate`) and stored the same way (docs/results.md, docs
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
 from ..config import choose_preset, to_dict
-from ..data.datasets import dataset_presets
+from ..data.datasets import dataset_presets, dataset_segment_frames
 from ..data.load import SceneData
 from ..errors import ConfigError
 from ..eval.evaluate import Evaluation, evaluate_methods, evaluate_views
 from ..eval.metrics import LPIPSMetric, metric_notes
 from ..eval.perf import storage_mb
 from ..experts.registry import expert_config, get_expert, split_label
+from ..experts.segments import SegmentedExpert, load_expert, segment_ranges
 from ..experts.views import expert_view_renderer
+from ..io import atomic_write_json
 from ..moe.baselines import BASELINES, baseline_renderers, oracle_gain_share
 from ..moe.pool import ExpertPool
 from ..moe.routers import RouterConfig, build_router, get_router
 from ..moe.train_router import router_renderer, save_router, train_router
 from ..progress import ProgressFactory, task
-from ..train.loop import train_expert
+from ..train.loop import TrainResult, train_expert
 from .store import Run, RunId, RunStore, code_fingerprint, content_key, scene_fingerprint
 
 
@@ -52,7 +55,7 @@ class StoredRun:
 
 def default_preset(expert: str, data: SceneData) -> str | None:
     """Preset for an expert on a scene: by synthetic size, else the one the dataset's
-    datasets/<name>.toml names, else `paper` (config.choose_preset)."""
+    moegs_bench/datasets/<name>.toml names, else `paper` (config.choose_preset)."""
     available = getattr(get_expert(expert), "presets", {})
     return choose_preset(available, data.synthetic_size, dataset_presets(data.scene.dataset).get(expert))
 
@@ -69,17 +72,25 @@ def _finish(run: Run, label: str, evaluation: Evaluation, metrics: dict, notes: 
 def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
                preset: str | None = None, overrides: dict | None = None, force: bool = False,
                lpips: LPIPSMetric | None = None, variant: str = "default", label: str | None = None,
-               progress: ProgressFactory | None = None, save_renders: bool = True) -> StoredRun:
+               segment_frames: int | None = None, progress: ProgressFactory | None = None,
+               save_renders: bool = True) -> StoredRun:
     """Train (or reuse) and evaluate expert `name` on `data`; returns its stored run.
 
     A completed run with the same content key (config + seed + scene data + code) is reused
     unless `force`; an unfinished one with the same key resumes from its checkpoint.
-    label: how the run is named in results of this call (default: `name`).
+    label: how the run is named in results of this call (default: `name`);
+    segment_frames: train one model per this many frames (default: the dataset file's
+    `[segment_frames]` for this expert; 0: one model), evaluated as one expert.
     """
     label = label or name
     preset = preset or default_preset(name, data)
     cfg = expert_config(name, preset, overrides)
+    if segment_frames is None:
+        segment_frames = dataset_segment_frames(data.scene.dataset).get(name, 0)
+    ranges = segment_ranges(len(data.times), segment_frames)
     run_config = {"expert": name, "preset": preset, "seed": seed, "config": to_dict(cfg)}
+    if len(ranges) > 1:
+        run_config["segment_frames"] = segment_frames
     key = content_key(run_config, scene_fingerprint(data.scene.root), code_fingerprint())
     run_id = RunId(data.scene.dataset, data.scene.name, name, variant, seed)
     if not force and (run := store.find(run_id, key)) is not None:
@@ -87,12 +98,11 @@ def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
     run = None if force else store.resume(run_id, key)
     run = run or store.begin(run_id, key, run_config)
 
-    torch.manual_seed(seed)
-    expert = get_expert(name).from_scene(data, cfg, torch.Generator().manual_seed(seed))
-    result = train_expert(expert, data, seed=seed, state_path=run.checkpoint_path("train_state.pt"),
-                          progress=task(progress, label))
+    if len(ranges) == 1:
+        expert, result = _train_model(name, cfg, data, seed, run, "train_state.pt", task(progress, label))
+    else:
+        expert, result = _train_segments(name, cfg, data, ranges, seed, run, progress, label)
     model_path = expert.save(run.checkpoint_path("model.pt"))
-    run.checkpoint_path("train_state.pt").unlink(missing_ok=True)  # the final model supersedes it
 
     renderer = expert_view_renderer(expert, data, background=cfg.train.background)
     evaluation = evaluate_views(renderer, data, "test", lpips, save_dir=run.dir if save_renders else None)
@@ -103,10 +113,55 @@ def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
         "iterations": float(result.steps),
         "model_mb": storage_mb(model_path),
     })
+    if len(ranges) > 1:
+        metrics["segments"] = float(len(ranges))
     if result.peak_memory_mb is not None:
         metrics["train_peak_memory_mb"] = result.peak_memory_mb
     return _finish(run, label, evaluation, metrics, metric_notes(lpips),
                    {"train": result.seconds, "eval": evaluation.seconds})
+
+
+def _train_model(name: str, cfg, data: SceneData, seed: int, run: Run, state: str, progress) -> tuple:
+    """A fresh expert trained on `data` (resuming from checkpoints/<state>, deleted once the
+    model is trained); returns (expert, TrainResult)."""
+    torch.manual_seed(seed)
+    expert = get_expert(name).from_scene(data, cfg, torch.Generator().manual_seed(seed))
+    result = train_expert(expert, data, seed=seed, state_path=run.checkpoint_path(state), progress=progress)
+    run.checkpoint_path(state).unlink(missing_ok=True)  # the trained model supersedes it
+    return expert, result
+
+
+def _train_segments(name: str, cfg, data: SceneData, ranges: list[tuple[int, int]], seed: int, run: Run,
+                    progress: ProgressFactory | None, label: str) -> tuple[SegmentedExpert, TrainResult]:
+    """One model per frame range, each trained on its frames alone (times renormalised, as a
+    method that prepares each segment as a scene); a finished segment's model is kept in
+    checkpoints/segments/ and reused when the run resumes."""
+    models, results = [], []
+    for k, (start, end) in enumerate(ranges):
+        model_path, summary = run.checkpoint_path(f"segments/{k:02d}.pt"), run.dir / "segments" / f"{k:02d}.json"
+        if model_path.is_file() and summary.is_file():
+            models.append(load_expert(model_path, data.device))
+            results.append(TrainResult(**json.loads(summary.read_text())))
+            continue
+        part = data.temporal_segment(start, end)
+        expert, result = _train_model(name, cfg, part, seed, run, f"segments/{k:02d}_state.pt",
+                                      task(progress, f"{label} frames {start}:{end}"))
+        expert.save(model_path)
+        atomic_write_json(summary, {k: v for k, v in asdict(result).items() if k != "losses"})
+        models.append(expert)
+        results.append(result)
+        del part  # its images are a copy on the device
+    return SegmentedExpert(models, [data.segment_span(s, e) for s, e in ranges]), combine_results(results)
+
+
+def combine_results(results: Sequence[TrainResult]) -> TrainResult:
+    """Several models' training as one: steps, seconds and Gaussians added, speed over all,
+    the highest peak memory."""
+    steps, seconds = sum(r.steps for r in results), sum(r.seconds for r in results)
+    peaks = [r.peak_memory_mb for r in results if r.peak_memory_mb is not None]
+    return TrainResult(steps=steps, seconds=seconds, iters_per_second=steps / seconds if seconds > 0 else 0.0,
+                       num_gaussians=sum(r.num_gaussians for r in results), final_loss=results[-1].final_loss,
+                       peak_memory_mb=max(peaks) if peaks else None)
 
 
 def run_labeled_expert(label: str, data: SceneData, store: RunStore, *, preset: str | None = None,
@@ -137,8 +192,7 @@ class MixtureInputs:
     @property
     def pool(self) -> ExpertPool:
         if self._pool is None:
-            experts = [get_expert(split_label(r.label)[0]).load(r.run.checkpoint_path("model.pt"), self.data.device)
-                       for r in self.expert_runs]
+            experts = [load_expert(r.run.checkpoint_path("model.pt"), self.data.device) for r in self.expert_runs]
             self._pool = ExpertPool(experts, [r.label for r in self.expert_runs], self.data)
         return self._pool
 

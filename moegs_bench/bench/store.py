@@ -49,7 +49,7 @@ RESULTS_FILE = "results.csv"
 NOTES_FILE = "notes.csv"
 
 ID_COLUMNS = ["dataset", "scene", "method", "variant", "seed"]
-RESULT_COLUMNS = ID_COLUMNS + ["metric", "value", "run_dir", "key", "code_version", "completed_at"]
+RESULT_COLUMNS = ID_COLUMNS + ["metric", "value", "run_dir", "key", "code_version", "device", "completed_at"]
 NOTE_COLUMNS = ID_COLUMNS + ["metric", "note", "run_dir"]
 
 _PACKAGE_ROOT = Path(__file__).resolve().parents[1]
@@ -97,15 +97,45 @@ def git_commit(path: Path | None = None) -> str | None:
     return commit if out.returncode == 0 and commit else None
 
 
+# what can change a run's numbers, relative to the checkout: uncommitted changes here make
+# the run's code version `.dirty` (reports/ and docs/ are written by runs and do not count)
+CODE_PATHS = ("moegs_bench", "benchmarks", "pyproject.toml")
+DIRTY = ".dirty"
+
+
+def git_dirty(path: Path | None = None) -> bool | None:
+    """Whether the git checkout holding `path` (default: the package) has uncommitted changes
+    (tracked or untracked, not ignored) in CODE_PATHS; None outside git."""
+    cwd = Path(path) if path is not None else _PACKAGE_ROOT
+    try:
+        top = subprocess.run(["git", "rev-parse", "--show-toplevel"], cwd=cwd, capture_output=True, text=True,
+                             timeout=5, check=False)
+        if top.returncode != 0:
+            return None
+        out = subprocess.run(["git", "status", "--porcelain", "--", *CODE_PATHS], cwd=top.stdout.strip(),
+                             capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def code_version(package_root: Path | None = None) -> str:
-    """Package version + source hash, plus `.git.<commit>` when the package is in a git checkout.
+    """Package version + source hash, plus `.git.<commit>` when the package is in a git checkout
+    and `.dirty` when that checkout has uncommitted changes to the code (CODE_PATHS).
 
     Recorded in every run for provenance; keys use `code_fingerprint()` so that a commit
     touching only docs or tests does not invalidate trained runs.
     """
     version = code_fingerprint(package_root)
     commit = git_commit(package_root)
-    return f"{version}.git.{commit}" if commit else version
+    if not commit:
+        return version
+    return f"{version}.git.{commit}" + (DIRTY if git_dirty(package_root) else "")
+
+
+def is_dirty(version: str | None) -> bool:
+    """Whether a stored code version was recorded from uncommitted code."""
+    return isinstance(version, str) and version.endswith(DIRTY)
 
 
 def _jsonable(obj: Any) -> Any:
@@ -454,9 +484,11 @@ def _run_rows(run: Run) -> tuple[list[dict], list[dict]]:
     config = run.load_config()
     summary = run.load_summary()
     base = {**run.run_id.as_dict(), "run_dir": str(run.dir)}
+    host = config.get("host") if isinstance(config.get("host"), dict) else {}
     extra = {
         "key": config.get("key"),
         "code_version": config.get("code_version"),
+        "device": host.get("device"),
         "completed_at": run.completed_at(),
     }
     values = dict(summary["metrics"])

@@ -138,7 +138,7 @@ def prepare_synthetic(scene, rig, size, seed, out, device, layout, raw_out, raw_
 @click.command()
 @click.argument("name", required=False)
 def datasets_cmd(name: str | None) -> None:
-    """List the datasets (datasets/*.toml), or the scenes of one."""
+    """List the datasets (moegs_bench/datasets/*.toml), or the scenes of one."""
     from rich.console import Console
     from rich.table import Table
 

@@ -1,9 +1,10 @@
-"""Dataset descriptions from `datasets/*.toml`: scenes, frame ranges, test cameras, resolution,
+"""Dataset descriptions from `moegs_bench/datasets/*.toml`: scenes, frame ranges, test cameras, resolution,
 the expert sets of the paper and per-expert preset names (docs/datasets.md).
 
 Top-level keys of a file: name, title, label (short name in tables; default the title), layout
 (reader), description, resolution, test_cameras, segment, experts, [expert_sets] (N -> expert
-names), [presets] (expert -> preset name), router_preset (the routers' preset) and
+names), [presets] (expert -> preset name), router_preset (the routers' preset),
+[segment_frames] (expert -> frames per model, for experts trained per temporal segment) and
 [scenes.<name>] tables with optional frames
 ("START:END", END exclusive), test_cameras, drop_cameras, repairs, aliases (other folder names of
 the scene) and description.
@@ -23,8 +24,12 @@ GENERATED = ("synthetic",)  # layouts made here rather than read from raw files
 
 
 def datasets_dir() -> Path:
-    """The `datasets/` folder of this source tree."""
-    return Path(__file__).resolve().parents[2] / "datasets"
+    """The `moegs_bench/datasets/` folder of the imported package (no input).
+
+    Out: its path; the TOML files ship as package data, so editable and wheel installs both
+    have them next to the code (pyproject.toml `[tool.setuptools.package-data]`).
+    """
+    return Path(__file__).resolve().parents[1] / "datasets"
 
 
 @dataclass(frozen=True)
@@ -42,7 +47,7 @@ class SceneSpec:
 
 @dataclass(frozen=True)
 class DatasetSpec:
-    """One datasets/<name>.toml."""
+    """One moegs_bench/datasets/<name>.toml."""
 
     name: str
     title: str
@@ -57,6 +62,7 @@ class DatasetSpec:
     expert_sets: dict[int, tuple[str, ...]] = field(default_factory=dict)
     presets: dict[str, str] = field(default_factory=dict)
     router_preset: str | None = None
+    segment_frames: dict[str, int] = field(default_factory=dict)
     scenes: dict[str, SceneSpec] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -128,22 +134,26 @@ def load_dataset_file(path: str | Path) -> DatasetSpec:
     router_preset = obj.get("router_preset")
     if router_preset is not None and not isinstance(router_preset, str):
         raise ConfigError(f"{path}: router_preset: expected a preset name")
+    segment_frames = obj.get("segment_frames", {})
+    if not isinstance(segment_frames, dict) or not all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in segment_frames.values()):
+        raise ConfigError(f"{path}: segment_frames: expected expert = frames per model (an integer >= 0)")
     scenes = {name: _scene(name, s, path) for name, s in obj.get("scenes", {}).items()}
     known = {"name", "title", "label", "layout", "description", "resolution", "test_cameras",
-             "segment", "experts", "expert_sets", "presets", "router_preset", "scenes"}
+             "segment", "experts", "expert_sets", "presets", "router_preset", "segment_frames", "scenes"}
     return DatasetSpec(
         name=obj["name"], title=str(obj.get("title", obj["name"])), layout=obj["layout"], path=path,
         label=str(obj.get("label", obj.get("title", obj["name"]))),
         description=str(obj.get("description", "")), resolution=str(obj.get("resolution", "full")),
         test_cameras=_strs(obj.get("test_cameras", []), f"{path}: test_cameras"), segment=segment,
         experts=_strs(obj.get("experts", []), f"{path}: experts"), expert_sets=expert_sets,
-        presets=dict(presets), router_preset=router_preset, scenes=scenes,
+        presets=dict(presets), router_preset=router_preset, segment_frames=dict(segment_frames), scenes=scenes,
         extra={k: v for k, v in obj.items() if k not in known},
     )
 
 
 def list_datasets(root: str | Path | None = None) -> list[DatasetSpec]:
-    """Every datasets/*.toml, sorted by name."""
+    """Every moegs_bench/datasets/*.toml, sorted by name."""
     root = Path(root) if root is not None else datasets_dir()
     if not root.is_dir():
         raise ConfigError(f"{root}: datasets folder is missing")
@@ -151,7 +161,7 @@ def list_datasets(root: str | Path | None = None) -> list[DatasetSpec]:
 
 
 def load_dataset(name: str, root: str | Path | None = None) -> DatasetSpec:
-    """datasets/<name>.toml; ConfigError listing the known datasets for an unknown name."""
+    """moegs_bench/datasets/<name>.toml; ConfigError listing the known datasets for an unknown name."""
     root = Path(root) if root is not None else datasets_dir()
     path = root / f"{name}.toml"
     if not path.is_file():
@@ -161,7 +171,7 @@ def load_dataset(name: str, root: str | Path | None = None) -> DatasetSpec:
 
 
 def _dataset_or_none(name: str) -> DatasetSpec | None:
-    """datasets/<name>.toml, or None when the dataset has no file (a scene of one's own)."""
+    """moegs_bench/datasets/<name>.toml, or None when the dataset has no file (a scene of one's own)."""
     return load_dataset(name) if (datasets_dir() / f"{name}.toml").is_file() else None
 
 
@@ -175,6 +185,13 @@ def dataset_router_preset(name: str) -> str | None:
     """The router preset dataset `name`'s file chooses (None: none, or no file)."""
     spec = _dataset_or_none(name)
     return spec.router_preset if spec is not None else None
+
+
+def dataset_segment_frames(name: str) -> dict[str, int]:
+    """Expert -> frames per model on dataset `name` (one model per temporal segment; {} without
+    a file)."""
+    spec = _dataset_or_none(name)
+    return dict(spec.segment_frames) if spec is not None else {}
 
 
 def dataset_expert_sets(name: str) -> dict[int, tuple[str, ...]]:

@@ -39,9 +39,16 @@ class InitData:
 
     @classmethod
     def from_scene(cls, data: SceneData) -> InitData:
+        """What `data` offers; for a temporal segment, the points of its frames only, with
+        their frame indices and times in the segment's terms."""
         scene = data.scene
+        start, end = data.segment if data.segment is not None else (0, len(data.times))
+        frames = {int(f) for f in (scene.points.get("frames") or {})}
         sets = {k for k in ("merged", "downsampled") if scene.points.get(k)}
-        sets |= {f"frame:{f}" for f in (scene.points.get("frames") or {})}
+        sets |= {f"frame:{f - start}" for f in frames if start <= f < end}
+        load = scene.load_points
+        if data.segment is not None:
+            load = _segment_points(scene.load_points, start, end, _span(scene.times, start, end))
         return cls(
             dataset=scene.dataset,
             num_frames=len(data.times),
@@ -50,8 +57,35 @@ class InitData:
             extent=data.extent,
             device=data.device,
             point_sets=frozenset(sets),
-            _load_points=scene.load_points,
+            _load_points=load,
         )
+
+
+def _span(times, start: int, end: int) -> tuple[float, float]:
+    """Times [t0, t1) of frames [start, end) of a scene with frame times `times`."""
+    return float(times[start]), float(times[end]) if end < len(times) else 1.0
+
+
+def _segment_points(load: Callable[[str], dict[str, np.ndarray]], start: int, end: int,
+                    span: tuple[float, float]) -> Callable[[str], dict[str, np.ndarray]]:
+    """A point loader for frames [start, end): per-frame clouds by segment frame index; the
+    merged cloud cut to those frames, frames and times renormalised like the segment's."""
+    t0, t1 = span
+
+    def segment_load(which: str) -> dict[str, np.ndarray]:
+        if which.startswith("frame:"):
+            return load(f"frame:{int(which.split(':')[1]) + start}")
+        pts = load(which)
+        if "frame" not in pts:
+            return pts  # a cloud without frames (downsampled) serves every segment
+        keep = (pts["frame"] >= start) & (pts["frame"] < end)
+        out = {k: v[keep] for k, v in pts.items()}
+        out["frame"] = out["frame"] - start
+        if "time" in out:
+            out["time"] = ((out["time"] - t0) / (t1 - t0)).astype(out["time"].dtype)
+        return out
+
+    return segment_load
 
 
 __all__ = ["InitData"]

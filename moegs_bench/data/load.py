@@ -43,6 +43,8 @@ class SceneData:
     width: int
     height: int
     splits: dict[str, Views] = field(default_factory=dict)
+    # frames [start, end) of `scene` this data covers, when it is a temporal segment of it
+    segment: tuple[int, int] | None = None
 
     @property
     def extent(self) -> float:
@@ -60,6 +62,29 @@ class SceneData:
         """viewmats [B,4,4] and Ks [B,3,3] for camera indices [B]."""
         cams = cams.to(self.device)
         return self.viewmats[cams], self.Ks[cams]
+
+    def segment_span(self, start: int, end: int) -> tuple[float, float]:
+        """The times [t0, t1) that frames [start, end) cover (t1: the next frame's time, or 1)."""
+        t0 = float(self.times[start])
+        t1 = float(self.times[end]) if end < len(self.times) else 1.0
+        return t0, t1
+
+    def temporal_segment(self, start: int, end: int) -> SceneData:
+        """Frames [start, end) as a scene of their own, as a method that trains one model per
+        segment sees them: times renormalised to [0, 1) over the segment, frame indices from 0,
+        only those frames' views (images copied onto the device)."""
+        if not 0 <= start < end <= len(self.times):
+            raise ValueError(f"temporal_segment: frames {start}:{end} outside 0:{len(self.times)}")
+        t0, t1 = self.segment_span(start, end)
+        out = SceneData(self.scene, self.device, self.Ks, self.viewmats, (self.times[start:end] - t0) / (t1 - t0),
+                        self.width, self.height, segment=(start, end))
+        for split, views in self.splits.items():
+            keep = (views.frames >= start) & (views.frames < end)
+            on_device = keep.to(self.device)
+            out.splits[split] = Views(views.cams[keep], views.frames[keep] - start, views.images[on_device],
+                                      None if views.depth is None else views.depth[on_device],
+                                      None if views.labels is None else views.labels[on_device])
+        return out
 
     def image_float(self, split: str, idx: Tensor) -> Tensor:
         """Images of views `idx` as float in [0,1]: [B,H,W,3]."""

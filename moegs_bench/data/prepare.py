@@ -85,7 +85,7 @@ class Resolution:
 
 @dataclass(frozen=True)
 class PrepareOptions:
-    """What `prepare` does with one scene (CLI flags; defaults from datasets/*.toml)."""
+    """What `prepare` does with one scene (CLI flags; defaults from moegs_bench/datasets/*.toml)."""
 
     resolution: str = "full"
     segment: int = 0  # frames per prepared scene; 0 = one scene (STG: 50, the paper's STG-dagger: 150)

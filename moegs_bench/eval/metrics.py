@@ -7,8 +7,10 @@ Conventions follow shared REFERENCE.md §4 and docs/metrics.md:
   convolution, mean over the whole map and the channels); SSIM "skimage" equals
   `skimage.metrics.structural_similarity(gaussian_weights=True, sigma=1.5,
   use_sample_covariance=False, data_range=1.0, channel_axis=-1)`;
-- LPIPS runs the `lpips` package with ImageNet backbone weights loaded from a local file; when
-  those weights are missing the metric is unavailable and never returns a number.
+- LPIPS runs the `lpips` package with ImageNet backbone weights loaded from a local file, in two
+  input conventions of the same network: "lpips" (official: [0,1] images mapped to [-1,1]) and
+  "lpips_3dgs" (the 3DGS-family evaluation code: [0,1] images fed unmapped; the MoE-GS paper's
+  LPIPS); when the weights are missing both are unavailable and never return a number.
 """
 
 from __future__ import annotations
@@ -45,6 +47,16 @@ LPIPS_BACKBONE_FILES: dict[str, str] = {
 }
 LPIPS_BACKBONE_URL = "https://download.pytorch.org/models/"
 LPIPS_WEIGHTS_OPTION = "--lpips-weights"
+
+# result key -> how that convention feeds [0,1] images to the one LPIPS network (REFERENCE.md §4):
+# the official `lpips` maps them to [-1,1]; 3DGS metrics.py + lpipsPyTorch (copied by STG and
+# MoE-GS) pass them unmapped (gaussian-splatting issue #1239), which the paper's LPIPS used
+LPIPS_CONVENTIONS: dict[str, str] = {
+    "lpips": "official lpips convention: [0,1] images mapped to [-1,1] (lpips normalize=True)",
+    "lpips_3dgs": "3DGS-family convention: [0,1] images fed to the network without mapping to "
+    "[-1,1], as 3DGS metrics.py / lpipsPyTorch do (copied by STG and MoE-GS; gaussian-splatting "
+    "issue #1239); the convention of the MoE-GS paper's LPIPS",
+}
 
 
 # ----------------------------------------------------------------------------- input handling
@@ -225,6 +237,20 @@ def _read_backbone_state(path: Path, net: str) -> dict[str, Tensor]:
     return {"features." + k: v for k, v in layers.state_dict().items()}
 
 
+def lpips_network_input(images: Tensor, key: str) -> Tensor:
+    """What LPIPS convention `key` feeds the network.
+
+    In: images [B,H,W,3] in [0,1]; key "lpips" or "lpips_3dgs" (LPIPS_CONVENTIONS).
+    Out: [B,3,H,W], mapped to [-1,1] for "lpips", the unchanged [0,1] values for "lpips_3dgs".
+    """
+    x = images.permute(0, 3, 1, 2)
+    if key == "lpips":
+        return x * 2.0 - 1.0
+    if key == "lpips_3dgs":
+        return x  # 3DGS metrics.py passes to_tensor()'s [0,1] images straight to lpipsPyTorch
+    raise ValueError(f"LPIPS convention must be one of {list(LPIPS_CONVENTIONS)}, got {key!r}")
+
+
 def _build_lpips(net: str, features: dict[str, Tensor]) -> torch.nn.Module:
     """lpips.LPIPS with its shipped linear layers and the given backbone 'features.*' tensors."""
     import lpips
@@ -256,6 +282,8 @@ class LPIPSMetric:
       official file name (the values are then not comparable with published LPIPS).
     After construction `available` says whether values can be computed; if not, `reason` says
     why (naming the missing file and the --lpips-weights option) and calls raise.
+    One network gives both conventions of LPIPS_CONVENTIONS ("lpips", "lpips_3dgs"); they
+    differ only in how the images are fed to it (`lpips_network_input`).
     """
 
     def __init__(
@@ -328,31 +356,42 @@ class LPIPSMetric:
             f"{digest[:8]}, expected {expected}); values would not be LPIPS"
         )
 
-    def describe(self) -> str:
-        """One line for reports: what produced the LPIPS numbers, or why there are none."""
+    def describe(self, key: str = "lpips") -> str:
+        """One line for reports on result key `key` ("lpips" or "lpips_3dgs"): what produced
+        its numbers (network, convention, weights file), or why there are none."""
+        convention = LPIPS_CONVENTIONS[key]
         if not self.available:
-            return self.reason
+            return self.reason if key == "lpips" else f"{self.reason} [{convention}]"
         check = "sha256 verified" if self.verified else "UNVERIFIED file, not comparable"
-        return (
-            f"LPIPS v0.1 ({self.net}), inputs scaled to [-1,1], backbone {self.weights_path} "
-            f"({check})"
-        )
+        return f"LPIPS v0.1 ({self.net}), {convention}, backbone {self.weights_path} ({check})"
 
-    def __call__(self, pred: Tensor, gt: Tensor) -> Tensor:
-        """LPIPS distance per image. pred, gt: [B,H,W,3] or [H,W,3] in [0,1]. Returns [B].
+    def distances(
+        self, pred: Tensor, gt: Tensor, keys: Sequence[str] = tuple(LPIPS_CONVENTIONS)
+    ) -> dict[str, Tensor]:
+        """LPIPS distance per image in each convention of `keys` (default both), one network.
 
-        The result lives on `self.device`; no gradients (a metric, not a loss).
+        pred, gt: [B,H,W,3] or [H,W,3] in [0,1]. Out: key -> [B] on `self.device`; no
+        gradients (a metric, not a loss). LPIPSUnavailableError without the backbone weights.
         """
         if self._model is None:
             raise LPIPSUnavailableError(self.reason)
         p, g = _pair(pred, gt)
         if p.shape[-1] != 3:
             raise ValueError(f"LPIPS needs RGB images (C=3), got C={p.shape[-1]}")
-        # lpips expects [B,3,H,W] in [-1,1] (REFERENCE.md §4)
-        p = p.to(self.device, torch.float32).permute(0, 3, 1, 2) * 2.0 - 1.0
-        g = g.to(self.device, torch.float32).permute(0, 3, 1, 2) * 2.0 - 1.0
+        p, g = p.to(self.device, torch.float32), g.to(self.device, torch.float32)
+        out: dict[str, Tensor] = {}
         with torch.inference_mode():
-            return self._model(p, g).flatten()
+            for key in keys:
+                x, y = lpips_network_input(p, key), lpips_network_input(g, key)
+                out[key] = self._model(x, y).flatten()
+        return out
+
+    def __call__(self, pred: Tensor, gt: Tensor, key: str = "lpips") -> Tensor:
+        """LPIPS distance per image in convention `key` (default the official "lpips").
+
+        pred, gt: [B,H,W,3] or [H,W,3] in [0,1]. Returns [B] (see `distances`).
+        """
+        return self.distances(pred, gt, (key,))[key]
 
 
 # ----------------------------------------------------------------------------- evaluation
@@ -383,12 +422,12 @@ def evaluate_images(
     """Metrics of every (rendered, ground-truth) image pair.
 
     preds, gts: [N,H,W,3] tensors or sequences of [H,W,3] tensors (float in [0,1] or uint8).
-    lpips: an LPIPSMetric; None or unavailable -> rows have no "lpips" key.
+    lpips: an LPIPSMetric; None or unavailable -> rows have no "lpips" / "lpips_3dgs" keys.
     chunk_size: images moved to `device` and measured at once (bounds memory for big images).
     device: where to compute (default: that of the first prediction).
     quantize: round predictions to 8 bits first, as metrics read back from saved PNGs see them.
     Returns one dict per image: psnr, ssim ("3dgs"), ssim_skimage (omitted for images smaller
-    than 11x11) and lpips.
+    than 11x11), lpips (official convention) and lpips_3dgs (3DGS-family convention).
     """
     n = len(preds)
     if n != len(gts):
@@ -411,14 +450,18 @@ def evaluate_images(
             if min(p.shape[1:3]) >= SSIM_WINDOW:
                 cols["ssim_skimage"] = ssim(p, g, "skimage")
             if use_lpips:
-                cols["lpips"] = lpips(p, g)
+                cols.update(lpips.distances(p, g))
             values = {k: v.double().cpu().tolist() for k, v in cols.items()}
             rows.extend({k: values[k][i] for k in cols} for i in range(stop - start))
     return rows
 
 
 def metric_notes(lpips: LPIPSMetric | None) -> dict[str, str]:
-    """One note per metric name for reports (conventions; why LPIPS is missing, if it is)."""
+    """One note per metric name for reports: conventions, and why LPIPS is missing if it is.
+
+    In: the run's LPIPSMetric or None. Out: metric -> text for psnr, ssim, ssim_skimage, lpips
+    and lpips_3dgs (both LPIPS notes say "unavailable" when the backbone weights are missing).
+    """
     notes = {
         "psnr": "10*log10(1/MSE), MSE over all pixels and channels of one image; predictions "
         "clamped to [0,1]",
@@ -428,11 +471,11 @@ def metric_notes(lpips: LPIPSMetric | None) -> dict[str, str]:
         "sigma=1.5, use_sample_covariance=False, data_range=1.0): 5-pixel border excluded",
     }
     if lpips is None:
-        notes["lpips"] = (
-            f"LPIPS not computed: no LPIPS metric was set up ({LPIPS_WEIGHTS_OPTION} PATH)"
-        )
+        why = f"LPIPS not computed: no LPIPS metric was set up ({LPIPS_WEIGHTS_OPTION} PATH)"
+        notes["lpips"] = why
+        notes["lpips_3dgs"] = f"{why} [{LPIPS_CONVENTIONS['lpips_3dgs']}]"
     else:
-        notes["lpips"] = lpips.describe()
+        notes.update({key: lpips.describe(key) for key in LPIPS_CONVENTIONS})
     return notes
 
 

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 from ..config import from_dict, to_dict
 from ..data.init import InitData
 from ..data.load import SceneData
+from ..data.sampling import Sampler, ViewSampler
 from ..io import save_torch
 from ..render.gaussians import Gaussians
 
@@ -118,6 +119,18 @@ class Expert(nn.Module, metaclass=ABCMeta):
     def regularisation(self, step: int) -> Tensor | None:
         """Extra loss terms at `step` (None: none)."""
         return None
+
+    def photometric_weighting(self, step: int) -> tuple[float, float]:
+        """(w, λ) of the photometric loss w·((1-λ)·L1 + λ·D-SSIM) at `step`. Default: (1,
+        train.ssim_lambda) on every step; experts whose original adds SSIM on some steps only
+        override it."""
+        return 1.0, self.config.train.ssim_lambda
+
+    def make_sampler(self, data: SceneData, seed: int) -> Sampler:
+        """The sampler of the training views (data.sampling). Default: `ViewSampler` with
+        train.batch_size and train.same_time; experts with their own protocol override it."""
+        cfg = self.config.train
+        return ViewSampler(data.splits["train"], cfg.batch_size, cfg.same_time, seed)
 
     def on_step(self, step: int) -> None:
         """Schedules that change the model: here the SH degree (3DGS's schedule); experts add

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -101,19 +102,69 @@ def keyframe_rotation(kf_rot: Tensor, tau: Tensor, interval: float) -> Tensor:
     return slerp(q[:, 0], q[:, 1], u)
 
 
-def temporal_opacity(tau: Tensor, centers: Tensor, log_widths: Tensor, min_width: float) -> Tensor:
-    """Two-sided temporal Gaussian: 1 between the two centres, exp(-(d/σ)²) outside, with d the
-    distance to the nearer centre and σ = exp(log_width) + min_width of that side.
+# e^80 frames: the widest fall-off evaluated. The original's float32 exp overflows to inf past
+# ~88.7 (its conversion starts log-widths at up to ~F + 2) and train.py zeroes the NaN gradients
+# that follow; capping gives the same values and likewise no gradient there
+MAX_LOG_WIDTH = 80.0
+
+
+def temporal_opacity(tau: Tensor, centers: Tensor, log_widths: Tensor, min_width: float,
+                     compat_far_centre: bool = False) -> Tensor:
+    """Two-sided temporal Gaussian (utils/interpolations.py `time_bigaussian`): 1 between the
+    two centres, exp(-(d/σ)²) outside, with d the distance to the nearer centre and
+    σ = exp(log_width) + min_width of that side (the floor: var_pad / 2.36 frames originally).
 
     tau: frame time (0-d); centers [N,2] and log_widths [N,2] ([:,0] early side, [:,1] late
-    side) in frames. Returns [N] in (0, 1].
+    side) in frames. compat_far_centre: before the window measure d from the later centre, as
+    the original's `(t - mean).min(dim=1)` does (a jump at the early centre). Returns [N] in [0, 1].
     """
     lo = centers.min(dim=1).values
     hi = centers.max(dim=1).values
-    sigma = torch.exp(log_widths) + min_width
-    before = torch.relu(lo - tau) / sigma[:, 0]
+    sigma = torch.exp(log_widths.clamp(max=MAX_LOG_WIDTH)) + min_width
+    early_ref = hi if compat_far_centre else lo
+    before = torch.where(tau < lo, early_ref - tau, torch.zeros_like(lo)) / sigma[:, 0]
     after = torch.relu(tau - hi) / sigma[:, 1]
     return torch.exp(-(before.square() + after.square()))
+
+
+def conversion_temporal(t_star: Tensor, window: float, interval: float, time_pad: float) -> tuple[Tensor, Tensor]:
+    """Temporal opacity of Gaussians turned dynamic at frame t_star [M] while training sees frames
+    [0, window) (scene/c_gaussian_model.py `extract_dynamic_points_from_static`): centres t*/2 and
+    (window + t*)/2 clamped to [1, window - 1]; log-widths t* + time_pad and window - t* + time_pad
+    in keyframe-interval units, i.e. + ln(interval) here where widths are in frames.
+    Returns centres [M,2] and log-widths [M,2] (frames)."""
+    centres = torch.stack([t_star / 2, (window + t_star.clamp_min(0)) / 2], 1).clamp(1.0, window - 1.0)
+    log_widths = torch.stack([t_star + time_pad, window - t_star + time_pad], 1) + math.log(interval)
+    return centres, log_widths
+
+
+def expand_temporal(centers: Tensor, log_widths: Tensor, old_window: float, new_window: float,
+                    interval: float, time_pad: float) -> tuple[Tensor, Tensor]:
+    """The temporal part of the original's `expand_duration` when the window grows: the late
+    log-width becomes 1 interval-unit (1 + ln(interval) here) for Gaussians with a centre past
+    new_window + 1 - time_shift - interval/2 frames (time_shift = time_pad + interval: the code
+    adds its time shift to the already shifted centres once more), then centres are clamped to
+    at most old_window. centers, log_widths [N,2] (frames) -> the same, updated."""
+    shift = time_pad + interval
+    near_end = (centers > new_window + 1 - shift - interval / 2).any(dim=1)
+    late = torch.where(near_end, torch.full_like(log_widths[:, 1], 1.0 + math.log(interval)), log_widths[:, 1])
+    return centers.clamp(max=old_window), torch.stack([log_widths[:, 0], late], 1)
+
+
+def readjust_temporal(centers: Tensor, log_widths: Tensor, window: float, interval: float,
+                      min_log_width: float = 0.5) -> tuple[Tensor, Tensor]:
+    """The original's periodic `adjust_temp_opa` (max_dur = window), in frames: a side whose
+    Gaussian has a centre within 0.2 interval of that window edge gets its interval-unit
+    log-width v doubled from at least 1; v < min_log_width (from before the doubling) becomes
+    min_log_width; centres are clamped to [0.2, window/interval - 0.2] intervals.
+    centers, log_widths [N,2] (frames) -> the same, updated."""
+    v = log_widths - math.log(interval)  # the original's units: ln of keyframe intervals
+    late = (centers > window - 0.2 * interval).any(dim=1)
+    early = (centers < 0.2 * interval).any(dim=1)
+    doubled = v.clamp_min(1.0) * 2
+    new = torch.stack([torch.where(early, doubled[:, 0], v[:, 0]), torch.where(late, doubled[:, 1], v[:, 1])], 1)
+    new = torch.where(v < min_log_width, torch.full_like(v, min_log_width), new)
+    return centers.clamp(0.2 * interval, window - 0.2 * interval), new + math.log(interval)
 
 
 def normalised_displacement(drift: Tensor, means: Tensor, camera_center: Tensor) -> Tensor:
@@ -199,7 +250,19 @@ class Ex4DGSConfig:
     convert_every: int = 3980  # Technicolor 1777
     convert_percentile: float = 0.98  # top 2% of the normalised displacement
     min_motion: float = 1e-6  # x scene extent: drift below this never converts
-    temporal_min_width: float = 1.0  # frames added to every temporal-opacity width
+    # temporal opacity of dynamic Gaussians (Ex4DGS scene/c_gaussian_model.py, utils/interpolations.py)
+    # floor added to every fall-off width, frames: var_pad / 2.36 with var_pad = 3 frames
+    # (arguments/__init__.py default; configs/techni/*.json 3)
+    temporal_min_width: float = 3 / 2.36
+    # centres and widths at conversion: "window" = the original's rule (`conversion_temporal`,
+    # t* = the converting view's frame); "clip" = open over the whole clip, widths one interval
+    temporal_init: Literal["window", "clip"] = "window"
+    time_pad: float = 2.0  # configs/N3V/n3v_base.json "time_pad" (Technicolor 3): conversion log-widths
+    temporal_expand: bool = True  # the original's update when the window grows (`expand_temporal`)
+    # `readjust_temporal` every N steps before densify.stop - 3000 (train.py: densification_interval x 4;
+    # Technicolor 1000); 0 = never
+    temporal_readjust_every: int = 1200
+    compat_far_centre: bool = False  # the original's early-side distance (see `temporal_opacity`)
     static_reg: float = 1e-4  # · mean log(‖d‖ + 1e-3) over static Gaussians
     motion_reg: float = 1e-4  # · mean ‖x_k0 - x_k‖ over dynamic Gaussians
     dynamic_grad_threshold: float = 1e-4  # Technicolor 7e-5 (static: train.densify.grad_threshold)
@@ -215,6 +278,7 @@ PRESETS: dict[str, dict] = {
     "paper": {},
     # Technicolor (original techni/*.json)
     "technicolor": {"window_every": 350, "convert_every": 1777, "dynamic_grad_threshold": 7e-5,
+                    "time_pad": 3.0, "temporal_readjust_every": 1000,
                     "lr": {"t_center": 1e-3, "t_width": 1e-3},
                     "train": {"densify": {"every": 250, "grad_threshold": 1.5e-4}}},
     # synthetic `full` (50 frames) on one GPU. Two departures from the original, for the
@@ -229,14 +293,16 @@ PRESETS: dict[str, dict] = {
              "train": {"iterations": 12_000, "random_background": False,
                        "densify": {"stop": 9000, "every": 250}}},
     # CPU demo (synthetic `small`, 24 frames)
-    "small": {"sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000, "init_points": "merged",
+    "small": {
+              "sh_degree": 1, "sh_degree_interval": 300, "max_init_points": 8000, "init_points": "merged",
               "keyframe_interval": 4.0, "window_initial": 6, "window_add": 6, "window_every": 100,
               "convert_start": 50, "convert_delay": 30, "convert_every": 400,
               "lr": {"position_steps": 1500, "drift": 1e-3},
               "train": {"iterations": 1500, "checkpoint_every": 500,
                         "densify": {"start": 200, "stop": 1200, "every": 100}}},
     # CPU tests (synthetic `tiny`, 8 frames): interval 2 gives 5 keyframes (0,2,4,6,8)
-    "tiny": {"sh_degree": 1, "sh_degree_interval": 200, "max_init_points": 3000, "init_points": "merged",
+    "tiny": {
+             "sh_degree": 1, "sh_degree_interval": 200, "max_init_points": 3000, "init_points": "merged",
              "keyframe_interval": 2.0, "window_initial": 4, "window_add": 2, "window_every": 50,
              "convert_start": 30, "convert_delay": 20, "convert_every": 100,
              "lr": {"position_steps": 400, "drift": 1e-3},
@@ -286,10 +352,19 @@ class Ex4DGSExpert(Expert):
         return expert
 
     def _initial_temporal(self, n: int, device) -> tuple[Tensor, Tensor]:
-        """Centres at the first and last frame (visible throughout), fall-off of one interval."""
+        """The "clip" rule (and the placeholder of static rows): centres at the first and last
+        frame, log-widths of one interval. Returns centres, log-widths [n,2] (frames)."""
         centers = torch.tensor([0.0, float(self.num_frames - 1)], device=device).expand(n, 2).clone()
         widths = torch.full((n, 2), math.log(self.config.keyframe_interval), device=device)
         return centers, widths
+
+    def _conversion_temporal(self, n: int, device, frame: float | None, window: int | None) -> tuple[Tensor, Tensor]:
+        """Centres and log-widths [n,2] of rows converted at `frame` with `window` frames trained."""
+        if self.config.temporal_init == "clip":
+            return self._initial_temporal(n, device)
+        window = self.num_frames if window is None else window
+        t_star = torch.full((n,), float(window - 1 if frame is None else frame), device=device)
+        return conversion_temporal(t_star, window, self.config.keyframe_interval, self.config.time_pad)
 
     # -- time ------------------------------------------------------------------------------------
     @property
@@ -321,7 +396,8 @@ class Ex4DGSExpert(Expert):
         p = self.params
         tau = self.frame_time(t)
         means, quats, dynamic = self._positions_rotations(tau)
-        temporal = temporal_opacity(tau, p["t_center"], p["t_width"], self.config.temporal_min_width)
+        temporal = temporal_opacity(tau, p["t_center"], p["t_width"], self.config.temporal_min_width,
+                                    self.config.compat_far_centre)
         opacities = torch.sigmoid(p["opacities"]) * torch.where(dynamic, temporal, torch.ones_like(temporal))
         return Gaussians(means=means, quats=quats, scales=torch.exp(p["scales"]), opacities=opacities,
                          sh=torch.cat([p["sh0"], p["shN"]], 1), sh_degree=self.active_sh_degree)
@@ -381,6 +457,20 @@ class Ex4DGSExpert(Expert):
             old, new = self.active_frames(step - 1, self.num_frames), self.active_frames(step, self.num_frames)
             if new > old:
                 self.extend_keyframes(old)
+                if self.config.temporal_expand:
+                    self.expand_temporal_windows(old, new)
+
+    @torch.no_grad()
+    def expand_temporal_windows(self, old_window: int, new_window: int) -> None:
+        """`expand_temporal` on the dynamic rows when the window grows from `old_window` to
+        `new_window` frames. In place, keeping the optimiser moments (on_step has no optimisers;
+        the original restarts them)."""
+        p, c = self.params, self.config
+        dynamic = p["is_dynamic"] > 0.5
+        centers, widths = expand_temporal(p["t_center"], p["t_width"], old_window, new_window,
+                                          c.keyframe_interval, c.time_pad)
+        p["t_center"].data.copy_(torch.where(dynamic[:, None], centers, p["t_center"]))
+        p["t_width"].data.copy_(torch.where(dynamic[:, None], widths, p["t_width"]))
 
     @torch.no_grad()
     def extend_keyframes(self, old_window: int) -> None:
@@ -419,6 +509,32 @@ class Ex4DGSExpert(Expert):
         return after_growth or periodic
 
     def after_step(self, step: int, ctx) -> None:
+        """The periodic temporal readjustment, then a due or pending conversion."""
+        if self.readjust_due(step):
+            self.readjust_temporal_windows(ctx.per_opt, self.active_frames(step, self.num_frames))
+        self._convert_if_due(step, ctx)
+
+    def readjust_due(self, step: int) -> bool:
+        """Every `temporal_readjust_every` steps until 3000 before densification stops (train.py)."""
+        c = self.config
+        every = c.temporal_readjust_every
+        return every > 0 and step > 0 and step % every == 0 and step < c.train.densify.stop - 3000
+
+    @torch.no_grad()
+    def readjust_temporal_windows(self, optimizers: dict, window: int) -> None:
+        """`readjust_temporal` on the dynamic rows for a window of `window` frames; their
+        moments restart at zero (the original replaces these tensors in its optimiser)."""
+        p, c = self.params, self.config
+        rows = torch.nonzero(p["is_dynamic"] > 0.5).squeeze(1)
+        if rows.numel() == 0:
+            return
+        centers, widths = readjust_temporal(p["t_center"][rows], p["t_width"][rows], window, c.keyframe_interval)
+        reset_rows(p, optimizers, "t_center", rows, centers)
+        reset_rows(p, optimizers, "t_width", rows, widths)
+
+    def _convert_if_due(self, step: int, ctx) -> None:
+        """Mark a scheduled conversion pending and run it on the first view from the window's
+        last keyframe interval."""
         if self.conversion_due(step):
             self.pending_conversion = True
         if not self.pending_conversion:
@@ -432,7 +548,7 @@ class Ex4DGSExpert(Expert):
         rot, trans = viewmat[0, :3, :3], viewmat[0, :3, 3]
         center = -rot.T @ trans
         visible = self._visible(ctx.outputs)
-        self.convert_to_dynamic(ctx.per_opt, center, visible, extent=ctx.data.extent)
+        self.convert_to_dynamic(ctx.per_opt, center, visible, extent=ctx.data.extent, frame=frame, window=window)
         self.pending_conversion = False
 
     def _visible(self, outputs) -> Tensor | None:
@@ -444,12 +560,13 @@ class Ex4DGSExpert(Expert):
 
     @torch.no_grad()
     def convert_to_dynamic(self, optimizers: dict, camera_center: Tensor, candidates: Tensor | None = None,
-                           extent: float = 1.0) -> Tensor:
+                           extent: float = 1.0, frame: float | None = None, window: int | None = None) -> Tensor:
         """Turn the static Gaussians (among `candidates` [N] bool, default all) whose normalised
         displacement is above the `convert_percentile` quantile into dynamic ones. Their
         keyframes start on the drifted line x + d·t_k, rotations at the static rotation,
-        temporal opacity open over the whole clip; their optimiser moments restart at zero.
-        Returns the indices of the converted rows [M]."""
+        temporal opacity by `temporal_init` (`frame`: the converting view's frame, default
+        window - 1; `window`: frames trained so far, default all); their optimiser moments
+        restart at zero. Returns the indices of the converted rows [M]."""
         p = self.params
         static = p["is_dynamic"] <= 0.5
         if candidates is not None:
@@ -466,7 +583,7 @@ class Ex4DGSExpert(Expert):
             return rows
         means, drift = means[pick], drift[pick]
         t_kf = self.keyframe_times().clamp(max=self.num_frames) / self.num_frames  # normalised
-        centers, widths = self._initial_temporal(len(rows), means.device)
+        centers, widths = self._conversion_temporal(len(rows), means.device, frame, window)
         new = {
             "kf_pos": means[:, None, :] + drift[:, None, :] * t_kf[None, :, None],
             "kf_rot": p["quats"][rows][:, None, :].expand(-1, self.num_keyframes, -1),
@@ -490,4 +607,5 @@ class Ex4DGSExpert(Expert):
 
 
 __all__ = ["Ex4DGSExpert", "Ex4DGSConfig", "Ex4DGSLR", "Ex4DGSStrategy", "PRESETS", "hermite_interpolate",
-           "slerp", "keyframe_rotation", "temporal_opacity", "normalised_displacement", "keyframe_count"]
+           "slerp", "keyframe_rotation", "temporal_opacity", "normalised_displacement", "keyframe_count",
+           "conversion_temporal", "expand_temporal", "readjust_temporal"]

@@ -1,6 +1,6 @@
 """Expert registry: name -> class, filled by `@register_expert` in each expert's module, and
 an expert's config from its defaults, a preset and overrides. (Which experts form the paper's
-sets is a property of a dataset: `[expert_sets]` in datasets/*.toml.)"""
+sets is a property of a dataset: `[expert_sets]` in moegs_bench/datasets/*.toml.)"""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ EXPERTS: dict[str, type] = {}
 
 # the modules of this package that hold shared pieces, not experts; every other module
 # defines (and registers) experts, so a new expert is one new file
-_NOT_EXPERTS = {"base", "common", "heads", "registry", "views"}
+_NOT_EXPERTS = {"base", "common", "heads", "registry", "segments", "views"}
 
 
 def register_expert(cls):

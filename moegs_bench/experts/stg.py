@@ -5,7 +5,7 @@ sampling of new Gaussians (REFERENCE.md §2 "STG")."""
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Literal
 
 import numpy as np
@@ -23,8 +23,22 @@ from .common import init_gaussian_tensors, subsample
 from .registry import register_expert
 
 ColorMode = Literal["rgb", "sh", "features"]
-# s_t (log temporal scale) at initialisation per dataset (REFERENCE.md §2: N3V 0, Technicolor 2)
-TIME_SCALE_BY_DATASET = {"n3v": 0.0, "technicolor": 2.0}
+InitRule = Literal["auto", "all", "frame0_isolated"]
+# Per-dataset values of the original (oppo-us-research/SpacetimeGaussians), used where a setting
+# is None/"auto". s_t at initialisation: train.py sets `trbfslinit = -1 * opt.trbfslinit`, and
+# configs/techni_*/*.json give "trbfslinit": 2.0 (so s_t = -2); the N3V configs keep 0.0
+TIME_SCALE_BY_DATASET = {"n3v": 0.0, "technicolor": -2.0}
+# scale learning rate: configs/n3d_{lite,full}/*.json "scaling_lr" 0.0015 on four of six scenes
+# (coffee_martini and flame_salmon_1: 0.003); configs/techni_*/*.json 0.005, which is also the
+# default of thirdparty/gaussian_splatting/arguments/__init__.py (used for other datasets)
+SCALE_LR_BY_DATASET = {"n3v": 1.5e-3, "technicolor": 5e-3}
+DEFAULT_SCALE_LR = 5e-3
+# initial points: "preprocesspoints": 3 (scene/ourslite.py create_from_pcd -> helper_model.py
+# interpolate_point) keeps frame 0 and the most isolated quarter of every other frame; 0 keeps all.
+# n3d_lite 3, n3d_full 0; techni_lite 0, techni_full 3 on three of five scenes. SH colour (the
+# MoE-GS authors' STG) is per-Gaussian colour without a decoder, like lite. Missing keys: "all"
+INIT_RULE_BY_DATASET = {("n3v", "rgb"): "frame0_isolated", ("n3v", "sh"): "frame0_isolated",
+                        ("n3v", "features"): "all", ("technicolor", "features"): "frame0_isolated"}
 DECODER_IN, DECODER_HIDDEN = 12, 6  # [specular 3, time feature 3, ray origin 3, ray direction 3]
 
 
@@ -43,7 +57,7 @@ class STGLR:
     features_t: float = 1e-3
     decoder: float = 1e-4  # the original's rgb decoder lr
     opacities: float = 0.05
-    scales: float = 5e-3
+    scales: float | None = None  # None: by dataset (SCALE_LR_BY_DATASET; N3V 1.5e-3, else 5e-3)
     quats: float = 1e-3
 
 
@@ -73,12 +87,16 @@ class STGConfig:
     sh_degree_interval: int = 1000
     init_opacity: float = 0.1
     init_points: str = "merged"  # the time-tagged union of per-frame points
-    # "all": every point; "frame0_isolated": all of frame 0 + the most isolated rest (N3V);
-    # "auto": frame0_isolated on n3v scenes, else all
-    init_rule: Literal["auto", "all", "frame0_isolated"] = "auto"
-    isolated_fraction: float = 0.25
+    # "all": every point; "frame0_isolated": all of the first frame + in every other frame the
+    # `isolated_fraction` of its points farthest from their nearest neighbour in that frame;
+    # "auto": by dataset and colour mode (INIT_RULE_BY_DATASET)
+    init_rule: InitRule = "auto"
+    isolated_fraction: float = 0.25  # helper_model.py interpolate_point: int(N * 0.25) per frame
+    # True: the original's threshold test `d > sorted(d)[-k]` (keeps k-1 points, and with k = 0
+    # every point but the closest); False: exactly the k most isolated
+    isolated_compat: bool = False
     max_init_points: int = 0  # random subset after the rule (0 = all)
-    time_scale_init: float | None = None  # s_t; None: by dataset (n3v 0, technicolor 2, else 0)
+    time_scale_init: float | None = None  # s_t; None: by dataset (n3v 0, technicolor -2, else 0)
     lr: STGLR = field(default_factory=STGLR)
     error_sampling: ErrorSamplingConfig = field(default_factory=ErrorSamplingConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
@@ -156,21 +174,62 @@ def decode_features(rendered: Tensor, rays: Tensor, w1: Tensor, w2: Tensor) -> T
     return torch.sigmoid(base + torch.relu(x @ w1.T) @ w2.T)
 
 
-def select_init_points(pts: dict[str, np.ndarray], rule: str, fraction: float, chunk: int = 4096) -> dict[str, np.ndarray]:
-    """The N3V rule: every point of frame 0 plus the `fraction` of the other frames' points
-    farthest from any frame-0 point (new content), or all points (rule "all")."""
+def nearest_other_distance(xyz: Tensor, max_elements: int = 1 << 25) -> Tensor:
+    """Distance from every point to its nearest other point (mmcv `knn(2, ...)`'s second
+    neighbour in the original). xyz [P,3] -> [P]; inf for a single point."""
+    n = xyz.shape[0]
+    chunk = max(1, max_elements // max(n, 1))  # bounds the [chunk, P] distance block
+    out = []
+    for i in range(0, n, chunk):
+        d = torch.cdist(xyz[i:i + chunk], xyz)
+        d[torch.arange(d.shape[0]), torch.arange(i, i + d.shape[0])] = float("inf")  # not itself
+        out.append(d.min(1).values)
+    return torch.cat(out) if out else xyz.new_zeros(0)
+
+
+def most_isolated(dist: Tensor, fraction: float, compat: bool = False) -> Tensor:
+    """Which points to keep: the k = int(fraction * P) largest nearest-neighbour distances.
+    dist [P] -> bool [P]. compat: the original's test dist > (k-th largest), which keeps k-1
+    points when distances differ and, for k = 0, all but the smallest (sorted(d)[-0] = min)."""
+    k = int(dist.numel() * fraction)
+    if compat:
+        return dist > dist.sort().values[-k]
+    keep = torch.zeros(dist.numel(), dtype=torch.bool, device=dist.device)
+    keep[dist.topk(k).indices] = True
+    return keep
+
+
+def select_init_points(pts: dict[str, np.ndarray], rule: str, fraction: float, compat: bool = False,
+                       device: torch.device | str = "cpu") -> dict[str, np.ndarray]:
+    """STG's initial points (helper_model.py `interpolate_point`): every point of the first
+    frame present, and of every other frame the `fraction` of its points farthest from their
+    nearest neighbour within that same frame (rule "frame0_isolated"); rule "all": unchanged.
+    pts: xyz [P,3], frame [P] and any other rows [P,...] -> the kept rows, in input order."""
     if rule == "all":
         return pts
-    first = pts["frame"] == pts["frame"].min()
-    rest = np.nonzero(~first)[0]
-    if len(rest) == 0 or not first.any():
-        return pts
-    base = torch.as_tensor(pts["xyz"][first], dtype=torch.float32)
-    other = torch.as_tensor(pts["xyz"][rest], dtype=torch.float32)
-    dist = torch.cat([torch.cdist(other[i:i + chunk], base).min(1).values for i in range(0, len(other), chunk)])
-    k = int(math.ceil(fraction * len(rest)))
-    keep = np.sort(np.concatenate([np.nonzero(first)[0], rest[dist.topk(k).indices.numpy()]]))
-    return {k_: v[keep] for k_, v in pts.items()}
+    frames = pts["frame"]
+    first = frames.min() if len(frames) else 0
+    keep = frames == first
+    for f in np.unique(frames):
+        if f == first:
+            continue
+        rows = np.nonzero(frames == f)[0]
+        xyz = torch.as_tensor(pts["xyz"][rows], dtype=torch.float32, device=device)
+        keep[rows[most_isolated(nearest_other_distance(xyz), fraction, compat).cpu().numpy()]] = True
+    return {k: v[keep] for k, v in pts.items()}
+
+
+def resolve_dataset_defaults(config: STGConfig, dataset: str) -> STGConfig:
+    """A copy of `config` with the per-dataset settings (None / "auto") filled in for `dataset`:
+    s_t, the initial-point rule and the scale learning rate. The saved config then says what ran."""
+    s_t, rule, scales = config.time_scale_init, config.init_rule, config.lr.scales
+    if s_t is None:
+        s_t = TIME_SCALE_BY_DATASET.get(dataset, 0.0)
+    if rule == "auto":
+        rule = INIT_RULE_BY_DATASET.get((dataset, config.color), "all")
+    if scales is None:
+        scales = SCALE_LR_BY_DATASET.get(dataset, DEFAULT_SCALE_LR)
+    return replace(config, time_scale_init=s_t, init_rule=rule, lr=replace(config.lr, scales=scales))
 
 
 @register_expert
@@ -195,16 +254,12 @@ class STGExpert(Expert):
     @classmethod
     def from_init(cls, init: InitData, config: STGConfig, generator: torch.Generator | None = None) -> STGExpert:
         generator = generator or torch.Generator().manual_seed(0)
-        rule = config.init_rule
-        if rule == "auto":
-            rule = "frame0_isolated" if init.dataset == "n3v" else "all"
-        pts = select_init_points(init.points(config.init_points), rule, config.isolated_fraction)
+        config = resolve_dataset_defaults(config, init.dataset)
+        pts = select_init_points(init.points(config.init_points), config.init_rule, config.isolated_fraction,
+                                 config.isolated_compat, init.device)
         pts = subsample(pts, config.max_init_points, generator)
-        s_t = config.time_scale_init
-        if s_t is None:
-            s_t = TIME_SCALE_BY_DATASET.get(init.dataset, 0.0)
         expert = cls(config).to(init.device)
-        for k, v in expert.initial_tensors(pts, s_t, init.device).items():
+        for k, v in expert.initial_tensors(pts, config.time_scale_init, init.device).items():
             expert.params[k] = nn.Parameter(v)
         return expert
 
@@ -284,7 +339,8 @@ class STGExpert(Expert):
         lr, mode = self.config.lr, self.config.color
         out = {
             "means": exp_decay(step, lr.means_init * extent, lr.means_final * extent, self.config.train.iterations),
-            "scales": lr.scales, "quats": lr.quats, "opacities": lr.opacities,
+            "scales": DEFAULT_SCALE_LR if lr.scales is None else lr.scales,  # None only before from_init
+            "quats": lr.quats, "opacities": lr.opacities,
             "motion": lr.motion * extent, "omega": lr.omega,
             "time_center": lr.time_center, "time_scale": lr.time_scale,
         }
@@ -389,4 +445,5 @@ def _sample_view(err: Tensor, depth: Tensor, alpha: Tensor, gt: Tensor, es: Erro
 
 
 __all__ = ["STGExpert", "STGConfig", "STGLR", "ErrorSamplingConfig", "temporal_opacity", "polynomial_position",
-           "polynomial_velocity", "rotation_at", "decode_features", "pixel_rays", "select_init_points"]
+           "polynomial_velocity", "rotation_at", "decode_features", "pixel_rays", "select_init_points",
+           "nearest_other_distance", "most_isolated", "resolve_dataset_defaults"]

@@ -90,18 +90,20 @@ class ExpertPool:
 
     def render_view(self, cam: int, frame: int, extras: Sequence[Tensor] | None = None,
                     extras_background: Tensor | None = None,
-                    gaussians: list[Gaussians] | None = None) -> ExpertViews:
+                    gaussians: list[Gaussians] | None = None, background: Tensor | None = None) -> ExpertViews:
         """Every expert's render of one view, one rasterisation per expert.
 
         extras: K per-Gaussian tensors [N_k,E] splatted in the same pass as colour and depth;
-        gaussians: the view's Gaussians if the caller already has them (view_gaussians).
+        gaussians: the view's Gaussians if the caller already has them (view_gaussians);
+        background [3]: one colour behind every expert (default: each expert's own, the one it
+        was trained and evaluated on).
         """
         viewmats, Ks = self.data.camera_batch(torch.tensor([cam]))
         t = self.data.times[frame]
         gs = gaussians if gaussians is not None else self.view_gaussians(cam, frame)
         outs = render_experts(gs, viewmats, Ks, self.data.width, self.data.height, extras=extras,
-                              backgrounds=self.backgrounds, extras_background=extras_background,
-                              backend=self.backend)
+                              backgrounds=self.backgrounds if background is None else background,
+                              extras_background=extras_background, backend=self.backend)
         with torch.no_grad():
             images = torch.stack([e.decode(o.rgb.detach(), viewmats, Ks, t)
                                   for e, o in zip(self.experts, outs, strict=True)])

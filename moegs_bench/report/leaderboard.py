@@ -1,4 +1,4 @@
-"""The MoE-GS paper's published tables as tidy data (`leaderboards/paper/*.csv`).
+"""The MoE-GS paper's published tables as tidy data (`moegs_bench/leaderboards/paper/*.csv`).
 
 Each file `table<NN>_<short-name>.csv` holds one of the paper's Tables 1–13, one row per printed
 number, with columns `table, dataset, scene, method, variant, metric, value` and an optional
@@ -34,6 +34,10 @@ PAPER_METRICS = (
     "psnr_mean",
 )
 AVERAGE_SCENE = "average"
+# published metric -> the metric of ours it is compared with: the paper's LPIPS comes from the
+# 3DGS-family evaluation code, which feeds [0,1] images unmapped (REFERENCE.md §4), i.e. our
+# "lpips_3dgs"; our "lpips" (official [-1,1] convention) has no published counterpart
+COMPARED_WITH: dict[str, str] = {"lpips": "lpips_3dgs"}
 PAPER_GPU = "NVIDIA A6000, each method's original code"  # REFERENCE.md section 7
 
 # Short captions of the paper's tables (the paper's own captions, abridged).
@@ -66,8 +70,12 @@ _EXPERT_SET = re.compile(r"N=(\d+)")
 
 
 def paper_dir() -> Path:
-    """The `leaderboards/paper/` folder of this source tree."""
-    return Path(__file__).resolve().parents[2] / "leaderboards" / "paper"
+    """The `moegs_bench/leaderboards/paper/` folder of the imported package (no input).
+
+    Out: its path; the CSV files ship as package data (pyproject.toml
+    `[tool.setuptools.package-data]`), so editable and wheel installs both find them.
+    """
+    return Path(__file__).resolve().parents[1] / "leaderboards" / "paper"
 
 
 def paper_files(root: str | Path | None = None) -> dict[int, Path]:
@@ -171,7 +179,7 @@ def load_paper(
     """The published values, optionally of one table and/or one dataset. Out: DataFrame with
     columns table, dataset, scene, method, variant, metric, value, note, printed (see
     `read_paper_csv`), in file order. ConfigError for an unknown table or dataset, or a bad file
-    (naming the file and row). `root` defaults to the repository's leaderboards/paper/."""
+    (naming the file and row). `root` defaults to `paper_dir()` (moegs_bench/leaderboards/paper/)."""
     files = paper_files(root)
     if table is not None and table not in files:
         known = ", ".join(str(n) for n in sorted(files))
@@ -189,8 +197,20 @@ def load_paper(
     return out
 
 
+def our_metric(paper_metric: str) -> str:
+    """The metric of ours that a published metric is compared with ("lpips" -> "lpips_3dgs";
+    any other name maps to itself)."""
+    return COMPARED_WITH.get(paper_metric, paper_metric)
+
+
+def as_our_metrics(paper: pd.DataFrame) -> pd.DataFrame:
+    """Published rows (columns of `load_paper`) with `metric` renamed to the metric of ours each
+    is compared with (`our_metric`), for tables that put them beside our results. A copy."""
+    return paper.assign(metric=[our_metric(str(m)) for m in paper["metric"]])
+
+
 def expert_set(dataset: str, variant: str) -> tuple[str, ...] | None:
-    """The experts a paper variant "N=k" stands for on `dataset` (datasets/<dataset>.toml
+    """The experts a paper variant "N=k" stands for on `dataset` (moegs_bench/datasets/<dataset>.toml
     expert_sets), else None (other variants, or k without an expert set)."""
     m = _EXPERT_SET.fullmatch(variant)
     if m is None:

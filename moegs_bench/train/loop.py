@@ -1,6 +1,6 @@
-"""The generic training loop every expert uses: one step (views, render, loss, backward,
-optimisers), learning-rate schedules, gsplat DefaultStrategy densification (opacity resets
-done explicitly), progress and resumable checkpoints."""
+"""The generic training loop every expert uses: one step (views from the expert's sampler,
+render, loss, backward, optimisers), learning-rate schedules, gsplat DefaultStrategy
+densification (opacity resets done explicitly), progress and resumable checkpoints."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from gsplat.strategy.ops import reset_opa
 from torch import Tensor
 
 from ..data.load import SceneData
-from ..data.sampling import ViewSampler
+from ..data.sampling import Sampler
 from ..errors import ConfigError
 from ..eval.perf import peak_memory_mb, reset_peak_memory
 from ..experts.base import Expert
@@ -94,14 +94,14 @@ class StepViews:
     outputs: list
 
 
-def render_step(expert: Expert, data: SceneData, sampler: ViewSampler, step: int, per_opt: dict, shared_opt,
+def render_step(expert: Expert, data: SceneData, sampler: Sampler, step: int, per_opt: dict, shared_opt,
                 background: Tensor, backend: str = "auto") -> StepViews:
     """Schedules and learning rates of `step`, the step's views, and the expert's renders of
     them. background [3]: the fixed background (a random one is drawn if the expert's
     `train.random_background`)."""
     expert.on_step(step)
     set_learning_rates(expert.learning_rates(step, data.extent), per_opt, shared_opt)
-    idx = sampler.next(expert.active_frames(step, len(data.times)))
+    idx = sampler.next(expert.active_frames(step, len(data.times)), step)
     gt = data.image_float("train", idx)
     if expert.config.train.random_background:
         background = torch.rand(3, device=data.device)
@@ -111,10 +111,19 @@ def render_step(expert: Expert, data: SceneData, sampler: ViewSampler, step: int
 
 
 def expert_loss(expert: Expert, pred: Tensor, gt: Tensor, step: int) -> Tensor:
-    """The training loss: photometric (1-λ)·L1 + λ·D-SSIM plus the expert's regularisers."""
-    loss = photometric(pred, gt, expert.config.train.ssim_lambda)
+    """The training loss: photometric w·((1-λ)·L1 + λ·D-SSIM) with the expert's (w, λ) at
+    `step` (`Expert.photometric_weighting`) plus its regularisers. pred, gt [B,H,W,3] -> scalar."""
+    weight, ssim_lambda = expert.photometric_weighting(step)
+    loss = photometric(pred, gt, ssim_lambda)
+    if weight != 1.0:  # no extra kernel (and bit-identical losses) at the default weight
+        loss = weight * loss
     reg = expert.regularisation(step)
     return loss if reg is None else loss + reg
+
+
+def view_l1(pred: Tensor, gt: Tensor) -> Tensor:
+    """Per-view mean absolute error, detached: pred, gt [B,H,W,3] -> [B] (on their device)."""
+    return (pred.detach() - gt).abs().mean(dim=(1, 2, 3))
 
 
 def step_optimizers(per_opt: dict, shared_opt) -> None:
@@ -188,7 +197,7 @@ def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, 
     device = data.device
     views = data.splits["train"]
     torch.manual_seed(seed)  # the strategy's split draws from the global generator
-    sampler = ViewSampler(views, cfg.batch_size, cfg.same_time, seed)
+    sampler = expert.make_sampler(data, seed)
     strategy = expert.make_strategy()
     per_opt, shared_opt = make_optimizers(expert)
     strategy.check_sanity(expert.params, per_opt)
@@ -229,6 +238,8 @@ def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, 
         for out in sv.outputs:
             strategy.step_pre_backward(expert.params, per_opt, strat_state, step, out.info)
         loss = expert_loss(expert, sv.pred, sv.gt, step)
+        if sampler.observes:  # error-driven samplers keep per-view errors on the device (no sync)
+            sampler.observe(sv.idx, view_l1(sv.pred, sv.gt))
         loss.backward()
         step_optimizers(per_opt, shared_opt)
         n_before = expert.num_gaussians

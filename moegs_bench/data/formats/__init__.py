@@ -7,7 +7,7 @@ a `read_frames` callable that yields the RGB pixels of one camera. `data.prepare
 
 A raw format is one module of this package that registers a `RawFormat` (its name, how to
 recognise a scene folder, its reader and its own command-line flags); `moegs-bench prepare
-<format>` exists for every registered format that has a datasets/<format>.toml.
+<format>` exists for every registered format that has a moegs_bench/datasets/<format>.toml.
 """
 
 from __future__ import annotations

@@ -31,6 +31,8 @@ class RouterConfig:
     temperature: float = 1.0  # softmax(logits / T) in training
     eval_temperature: float | None = None  # None: same as `temperature` (authors: train 0.01, eval 1)
     ssim_lambda: float = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
+    # one colour behind every expert in the mixture's renders (None: each expert's own)
+    expert_background: tuple[float, float, float] | None = None
     seconds_limit: float = 0.0  # stop training after this many seconds (0: no limit)
 
     @property
@@ -40,8 +42,9 @@ class RouterConfig:
 
 # presets every router knows; a router adds its own or refines these in `presets`
 COMMON_PRESETS: dict[str, dict] = {
-    "paper": {},  # 5000 iterations, N3V learning rates
-    "authors": {"temperature": 0.01, "eval_temperature": 1.0},  # authors' train/eval softmax pair
+    # the authors' setting (REFERENCE.md §1): 5000 iterations, N3V learning rates, softmax of
+    # logit/0.01 in training and plain softmax in evaluation, every expert rendered on white
+    "paper": {"temperature": 0.01, "eval_temperature": 1.0, "expert_background": [1.0, 1.0, 1.0]},
     "fast": {"iterations": 1500},
     "tiny": {"iterations": 40},
 }
@@ -98,6 +101,11 @@ class Router(nn.Module):
     @classmethod
     def check_pool(cls, pool: ExpertPool) -> None:
         """Raise ConfigError if this router cannot combine the pool's experts."""
+
+    def expert_background(self, device) -> Tensor | None:
+        """The colour behind every expert in this router's renders [3] (None: their own)."""
+        bg = self.cfg.expert_background
+        return None if bg is None else torch.tensor(bg, dtype=torch.float32, device=device)
 
     def _check_sizes(self, gaussians: list[Gaussians]) -> None:
         got = [len(g) for g in gaussians]

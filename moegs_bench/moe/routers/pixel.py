@@ -31,7 +31,8 @@ class PixelRouter(Router):
     title = "Pixel Router"
     rank = 0
     Config = PixelConfig
-    presets = {**COMMON_PRESETS, "technicolor": {}}  # the paper gives it no Technicolor rates
+    # the paper gives it no Technicolor rates: there, the authors' setting as on N3V
+    presets = {**COMMON_PRESETS, "technicolor": COMMON_PRESETS["paper"]}
 
     def __init__(self, sizes: list[int], cfg: PixelConfig, device=None):
         super().__init__(sizes, cfg)
@@ -46,7 +47,7 @@ class PixelRouter(Router):
         self.mlp = nn.Sequential(*layers, last).to(device)
 
     def forward(self, pool: ExpertPool, cam: int, frame: int, temperature: float) -> RouterOutput:
-        views = pool.render_view(cam, frame)
+        views = pool.render_view(cam, frame, background=self.expert_background(pool.data.device))
         origins, dirs = pixel_rays(views.viewmats, views.Ks, pool.data.width, pool.data.height)
         t = views.t.expand(origins.shape[:-1])[..., None]
         logits = self.mlp(torch.cat([t, origins, dirs], -1)).permute(3, 0, 1, 2)  # [K,C,H,W]

@@ -16,8 +16,9 @@ from .base import COMMON_PRESETS, Router, RouterConfig, RouterOutput, per_gaussi
 
 @dataclass
 class VAPRConfig(RouterConfig):
-    """VAPR settings: initial per-Gaussian weights and RAdam learning rates (N3V values);
-    w decays exponentially to lr_w·lr_w_final_ratio over lr_w_decay_steps."""
+    """VAPR settings: initial per-Gaussian weights and RAdam learning rates (N3V values).
+    w and w_dir are one optimiser group, as in the authors' code: lr_w decaying
+    exponentially to lr_w·lr_w_final_ratio over lr_w_decay_steps."""
 
     init_w: float = 0.9
     init_w_dir: float = 0.9
@@ -25,7 +26,6 @@ class VAPRConfig(RouterConfig):
     lr_w: float = 0.5
     lr_w_final_ratio: float = 0.01
     lr_w_decay_steps: int = 10_000
-    lr_w_dir: float = 0.5
     lr_w_time: float = 0.05
     lr_phi: float = 0.05
 
@@ -41,7 +41,8 @@ class VolumeAwarePixelRouter(Router):
     title = "Volume-aware Pixel Router"
     rank = 2
     Config = VAPRConfig
-    presets = {**COMMON_PRESETS, "technicolor": {"lr_w": 0.1, "lr_w_time": 0.01, "lr_phi": 0.01}}
+    # the authors' setting with their Technicolor learning rates
+    presets = {**COMMON_PRESETS, "technicolor": {**COMMON_PRESETS["paper"], "lr_w": 0.1, "lr_w_time": 0.01, "lr_phi": 0.01}}
 
     def __init__(self, sizes: list[int], cfg: VAPRConfig, device=None):
         super().__init__(sizes, cfg)
@@ -60,7 +61,8 @@ class VolumeAwarePixelRouter(Router):
         gs = pool.view_gaussians(cam, frame)
         self._check_sizes(gs)
         ones = torch.ones(3, device=t.device)  # uncovered pixels: equal weights for all experts
-        views = pool.render_view(cam, frame, extras=self.router_channels(t), extras_background=ones, gaussians=gs)
+        views = pool.render_view(cam, frame, extras=self.router_channels(t), extras_background=ones, gaussians=gs,
+                                 background=self.expert_background(t.device))
         splat = torch.stack([o.extras for o in views.outputs])  # [K,C,H,W,3]
         origins, dirs = pixel_rays(views.viewmats, views.Ks, pool.data.width, pool.data.height)
         k = splat.shape[0]
@@ -70,10 +72,10 @@ class VolumeAwarePixelRouter(Router):
         return RouterOutput(blend(views.images, gates), gates)
 
     def param_groups(self) -> list[dict]:
-        return [{"name": "w", "params": list(self.w)}, {"name": "w_dir", "params": list(self.w_dir)},
+        return [{"name": "w", "params": list(self.w) + list(self.w_dir)},
                 {"name": "w_time", "params": list(self.w_time)}, {"name": "phi", "params": list(self.phi.parameters())}]
 
     def learning_rates(self, step: int) -> dict[str, float]:
         c = self.cfg
         return {"w": exp_decay(step, c.lr_w, c.lr_w * c.lr_w_final_ratio, c.lr_w_decay_steps),
-                "w_dir": c.lr_w_dir, "w_time": c.lr_w_time, "phi": c.lr_phi}
+                "w_time": c.lr_w_time, "phi": c.lr_phi}

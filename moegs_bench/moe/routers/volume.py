@@ -60,7 +60,8 @@ class VolumeRouter(Router):
     title = "Volume Router"
     rank = 1
     Config = VolumeConfig
-    presets = {**COMMON_PRESETS, "technicolor": {"lr_w": 0.1}}
+    # the authors' setting with their Technicolor learning rates
+    presets = {**COMMON_PRESETS, "technicolor": {**COMMON_PRESETS["paper"], "lr_w": 0.1}}
 
     def __init__(self, sizes: list[int], cfg: VolumeConfig, device=None):
         super().__init__(sizes, cfg)
@@ -98,8 +99,9 @@ class VolumeRouter(Router):
         ids = torch.cat([torch.nn.functional.one_hot(torch.full((n,), i, device=gs[0].device), k).float()
                          for i, n in enumerate(self.sizes)])  # expert id per Gaussian
         viewmats, Ks = pool.data.camera_batch(torch.tensor([cam]))
+        bg = self.expert_background(viewmats.device)
         out = render(concat(gated), viewmats, Ks, pool.data.width, pool.data.height,
-                     background=pool.backgrounds[0], extras=ids, backend=pool.backend)
+                     background=pool.backgrounds[0] if bg is None else bg, extras=ids, backend=pool.backend)
         share = out.extras.permute(3, 0, 1, 2)  # [K,C,H,W]
         total = share.sum(0, keepdim=True)
         # uncovered pixels count as equal shares so that the gates always sum to 1

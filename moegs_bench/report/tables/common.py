@@ -16,6 +16,7 @@ METRIC_LABELS = {
     "psnr": "PSNR",
     "ssim": "SSIM",
     "lpips": "LPIPS",
+    "lpips_3dgs": "LPIPS (3DGS)",
     "fps": "FPS",
     "memory_mb": "Memory (MB)",
     "train_hours": "Training (h)",
@@ -24,10 +25,21 @@ METRIC_LABELS = {
     "psnr_mean": "PSNR mean",
 }
 AVERAGE = "Average"  # the scene label of the average over scenes
+LPIPS_3DGS_NOTE = (
+    "LPIPS (3DGS): LPIPS with [0,1] images fed to the network without mapping to [-1,1], as "
+    "the 3DGS-family evaluation code (3DGS metrics.py, copied by STG and MoE-GS) does: the "
+    "convention of the paper's LPIPS. The official lpips convention ([-1,1] inputs) is the "
+    "metric lpips."
+)
+OFFICIAL_LPIPS_NOTE = (
+    "LPIPS: the official lpips convention ([-1,1] inputs). The paper's LPIPS is in the 3DGS "
+    "convention, so (paper) rows leave this column blank; they are compared under LPIPS (3DGS) "
+    "(metric lpips_3dgs)."
+)
 
 
 def dataset_label(name: str) -> str:
-    """Short display name of dataset `name` ("n3v" -> "N3V") from its datasets/<name>.toml:
+    """Short display name of dataset `name` ("n3v" -> "N3V") from its moegs_bench/datasets/<name>.toml:
     the `label` key, else the `title`."""
     spec = load_dataset(name)
     return getattr(spec, "label", "") or spec.title
@@ -126,6 +138,18 @@ def average_stats(
     full = wide.reindex(columns=scenes).dropna()
     std = float(full.mean(axis=1).std(ddof=1)) if len(full) > 1 else math.nan
     return mean, std
+
+
+def lpips_3dgs_footnote(metrics: Sequence[str]) -> list[str]:
+    """[LPIPS_3DGS_NOTE] when the table shows the 3DGS-convention LPIPS (lower-case metric
+    names in `metrics`), else []: the reader learns which convention the column holds."""
+    return [LPIPS_3DGS_NOTE] if "lpips_3dgs" in metrics else []
+
+
+def official_lpips_footnote(metrics: Sequence[str], paper_lpips: bool) -> list[str]:
+    """[OFFICIAL_LPIPS_NOTE] when the table shows the official LPIPS beside paper rows that
+    publish an LPIPS (`paper_lpips`), else []: why those rows are blank in that column."""
+    return [OFFICIAL_LPIPS_NOTE] if paper_lpips and "lpips" in metrics else []
 
 
 def note_text(

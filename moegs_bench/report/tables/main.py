@@ -1,5 +1,7 @@
 """The main table: per-scene PSNR / SSIM / LPIPS of every method and variant, mean ± std over
-seeds, with the paper's published row beside each method it reports (paper Tables 1, 2, 8, 9)."""
+seeds, with the paper's published row beside each method it reports (paper Tables 1, 2, 8, 9).
+The LPIPS column is the 3DGS convention (`lpips_3dgs`), the one the paper's LPIPS was measured
+in; the official `lpips` is available with `metrics=[..., "lpips"]`."""
 
 from __future__ import annotations
 
@@ -17,8 +19,10 @@ from .common import (
     average_stats,
     dataset_label,
     labelled,
+    lpips_3dgs_footnote,
     metric_label,
     note_text,
+    official_lpips_footnote,
     ordered,
     run_label,
     seed_means,
@@ -36,7 +40,7 @@ PAPER_ROW = "(paper)"  # suffix of the label of a published row
 def main_table(
     df: pd.DataFrame,
     dataset: str | None = None,
-    metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
+    metrics: Sequence[str] = ("psnr", "ssim", "lpips_3dgs"),
     scenes: Sequence[str] | None = None,
     methods: Sequence[str] | None = None,
     notes: pd.DataFrame | None = None,
@@ -48,7 +52,9 @@ def main_table(
     `attrs["footnotes"]` (reasons from the run notes, see `bench.store.notes`).
     On a paper dataset (n3v, technicolor, hypernerf) each method is followed by the paper's
     published row "<label> (paper)" where the paper has one; `paper="all"` adds the paper's
-    other methods too, `paper=False` shows ours only."""
+    other methods too, `paper=False` shows ours only. The paper's LPIPS sits in our
+    `lpips_3dgs` column ("LPIPS (3DGS)", its convention, `leaderboard.COMPARED_WITH`); an
+    official `lpips` column gets no paper value."""
     if paper not in (True, False, "all"):
         raise ConfigError(f"table main: paper must be true, false or 'all'; got {paper!r}")
     rows = labelled(select_dataset(df, dataset, "main"))
@@ -88,7 +94,7 @@ def main_table(
 
     table.attrs["footnotes"] = _main_footnotes(
         stats, missing_metric, no_run, notes, dataset, labels, average and partial
-    )
+    ) + lpips_3dgs_footnote(metrics)
     present = rows["dataset"].astype(str).unique()
     ds = dataset if dataset is not None else (str(present[0]) if len(present) == 1 else None)
     if paper and ds in lb.MAIN_SOURCES:
@@ -170,9 +176,10 @@ def _add_paper_rows(
     all_methods: bool,
 ) -> pd.DataFrame:
     """`table` with the paper's row "<label> (paper)" after each method the paper reports (and,
-    with `all_methods`, the paper's other methods at the end); footnotes say where from."""
-    ref = lb.main_reference(dataset)
-    ref = ref[ref["metric"].isin(metrics)]
+    with `all_methods`, the paper's other methods at the end); footnotes say where from. The
+    published metrics are renamed to the ones of ours they compare with (LPIPS -> lpips_3dgs)."""
+    published = lb.as_our_metrics(lb.main_reference(dataset))
+    ref = published[published["metric"].isin(metrics)]
     all_scenes = set(load_dataset(dataset).scenes)
     pairs = dict(
         zip(rows["label"], zip(rows["method"], rows["variant"], strict=True), strict=False)
@@ -214,8 +221,11 @@ def _add_paper_rows(
     out.columns = table.columns
     out.index.name = table.index.name
     out.attrs = dict(table.attrs)
-    out.attrs["footnotes"] = list(table.attrs["footnotes"]) + _paper_footnotes(
-        dataset, sources, marks, computed
+    paper_lpips = bool((published["metric"] == lb.our_metric("lpips")).any())
+    out.attrs["footnotes"] = (
+        list(table.attrs["footnotes"])
+        + _paper_footnotes(dataset, sources, marks, computed)
+        + official_lpips_footnote(metrics, paper_lpips)
     )
     return out
 

@@ -1,4 +1,4 @@
-"""The paper table: one of the MoE-GS paper's published tables as printed (leaderboards/paper)."""
+"""The paper table: one of the MoE-GS paper's published tables as printed (moegs_bench/leaderboards/paper)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from .registry import register_table
 
 @register_table("paper", "One of the paper's published tables (option paper_table=1..13)")
 def paper_table(df: pd.DataFrame, paper_table: int = 1, dataset: str | None = None) -> pd.DataFrame:
-    """The paper's Table `paper_table` as printed (leaderboards/paper); `df` (our results) is not
+    """The paper's Table `paper_table` as printed (moegs_bench/leaderboards/paper); `df` (our results) is not
     used. Rows: method labels ("stg †" where the paper marks the row); columns (scene, metric)
     when the table has several scenes, else metric. attrs["floatfmt"] keeps the printed decimals."""
     try:

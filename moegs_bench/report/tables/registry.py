@@ -11,7 +11,9 @@ from typing import Any
 
 import pandas as pd
 
+from ...bench.store import is_dirty
 from ...errors import ConfigError
+from .common import run_label
 
 TIDY_COLUMNS = ["dataset", "scene", "method", "variant", "seed", "metric", "value"]
 
@@ -81,4 +83,27 @@ def build_table(name: str, df: pd.DataFrame, **opts: Any) -> pd.DataFrame:
     table = spec.builder(df, **opts)
     table.attrs.setdefault("title", spec.description)
     table.attrs.setdefault("footnotes", [])
+    return mark_uncommitted(table, df)
+
+
+UNCOMMITTED = "[uncommitted]"
+
+
+def mark_uncommitted(table: pd.DataFrame, df: pd.DataFrame) -> pd.DataFrame:
+    """Rows of runs recorded from uncommitted code (code version `.dirty`) get UNCOMMITTED after
+    their label, and a footnote names them: such numbers do not trace to a commit."""
+    if "code_version" not in df.columns or len(df) == 0:
+        return table
+    dirty = df[df["code_version"].map(is_dirty)]
+    if len(dirty) == 0:
+        return table
+    labels = list(dict.fromkeys(run_label(str(m), str(v)) for m, v in zip(dirty["method"], dirty["variant"],
+                                                                          strict=True)))
+    if not isinstance(table.index, pd.MultiIndex):
+        attrs = dict(table.attrs)
+        table = table.rename(index={lab: f"{lab} {UNCOMMITTED}" for lab in labels})
+        table.attrs = attrs
+    table.attrs["footnotes"] = [*table.attrs.get("footnotes", []),
+                                f"{UNCOMMITTED}: runs recorded from code with uncommitted changes, not "
+                                f"reproducible from a commit ({', '.join(labels)})."]
     return table

@@ -1,5 +1,6 @@
 """The router ablation: Pixel, Volume and Volume-aware Pixel Router (and the baseline blends),
-averaged over scenes, beside the paper's Table 4."""
+averaged over scenes, beside the paper's Table 4. The LPIPS column is the 3DGS convention
+(`lpips_3dgs`), the one the paper's LPIPS was measured in."""
 
 from __future__ import annotations
 
@@ -16,8 +17,10 @@ from .common import (
     average_stats,
     dataset_label,
     labelled,
+    lpips_3dgs_footnote,
     metric_label,
     note_text,
+    official_lpips_footnote,
     ordered,
     run_label,
     seed_means,
@@ -67,7 +70,7 @@ def _scene_average_row(
 def router_ablation_table(
     df: pd.DataFrame,
     dataset: str | None = None,
-    metrics: Sequence[str] = ("psnr", "ssim", "lpips"),
+    metrics: Sequence[str] = ("psnr", "ssim", "lpips_3dgs"),
     variants: Sequence[str] | None = None,
     baselines: bool = True,
     paper: bool = True,
@@ -78,7 +81,9 @@ def router_ablation_table(
     (expert set, "a+b+c"; the variant is shown when there are several); with `paper`, the
     paper's Table 4 rows "<router> (paper, N3V)". Columns: (metric, stat), the mean over the
     block's scenes of the per-scene mean over seeds, and its std over seeds. `notes` (the
-    `bench.store.notes` frame) explains missing metrics in the footnotes."""
+    `bench.store.notes` frame) explains missing metrics in the footnotes. The paper's LPIPS is
+    shown under our `lpips_3dgs` ("LPIPS (3DGS)", its convention); an official `lpips` column
+    gets no paper value."""
     metrics = [m.lower() for m in metrics]
     router_names = router_titles()
     names = {**router_names, **(baseline_titles() if baselines else {})}
@@ -119,8 +124,10 @@ def router_ablation_table(
     footnotes += [
         f"{', '.join(labels)}: {metric} blank ({reason})." for (metric, reason), labels in gaps.items()
     ]
+    footnotes += lpips_3dgs_footnote(metrics)
     if paper:
-        ref = lb.load_paper(table=ROUTER_PAPER_TABLE)
+        # published metrics renamed to the ones of ours they compare with (LPIPS -> lpips_3dgs)
+        ref = lb.as_our_metrics(lb.load_paper(table=ROUTER_PAPER_TABLE))
         where = ", ".join(dataset_label(d) for d in dict.fromkeys(ref["dataset"]))
         for method, name in router_names.items():
             hit = ref[(ref["method"] == method) & (ref["scene"] == lb.AVERAGE_SCENE)]
@@ -136,6 +143,8 @@ def router_ablation_table(
             f"Rows (paper, {where}): the MoE-GS paper's Table {ROUTER_PAPER_TABLE}, measured on "
             f"{lb.PAPER_GPU}" + (f" ({marks})." if marks else ".")
         )
+        paper_lpips = bool((ref["metric"] == lb.our_metric("lpips")).any())
+        footnotes += official_lpips_footnote(metrics, paper_lpips)
     table = pd.DataFrame.from_dict(out, orient="index")
     table = table.reindex(columns=columns) if len(table) else pd.DataFrame(columns=columns)
     table.index.name = "router"

@@ -11,9 +11,9 @@ from .common import note_text, run_label, select_dataset
 from .registry import register_table
 
 # column title -> metric, for each table (the run's own numbers, no averaging)
-EXPERT_COLUMNS = {"PSNR": "psnr", "SSIM": "ssim", "SSIM (skimage)": "ssim_skimage", "LPIPS": "lpips",
+EXPERT_COLUMNS = {"PSNR": "psnr", "SSIM": "ssim", "SSIM (skimage)": "ssim_skimage", "LPIPS (3DGS)": "lpips_3dgs",
                   "Gaussians": "num_gaussians", "train s": "train_seconds", "it/s": "iters_per_second"}
-MIXTURE_COLUMNS = {"PSNR": "psnr", "SSIM": "ssim", "LPIPS": "lpips", "oracle gain share": "oracle_gain_share",
+MIXTURE_COLUMNS = {"PSNR": "psnr", "SSIM": "ssim", "LPIPS (3DGS)": "lpips_3dgs", "oracle gain share": "oracle_gain_share",
                    "router train s": "train_seconds"}
 DECIMALS = {"train s": 1, "router train s": 1, "it/s": 1, "oracle gain share": 2, "ssim": 4}
 
@@ -60,8 +60,9 @@ def _run_table(df: pd.DataFrame, methods: set[str], columns: Mapping[str, str], 
     out.columns.name = "metric"
     out.attrs["floatfmt"] = dict(DECIMALS)
     labels = [run_label(m, v) for m, v in zip(ids["method"], ids["variant"], strict=True)]
-    out.attrs["footnotes"] = [f"LPIPS: {n}" for n in note_text(notes, dataset, "lpips", labels)
-                              if out["LPIPS"].isna().any()]
+    # LPIPS in the paper's (3DGS-family) convention; the official one is the metric lpips
+    out.attrs["footnotes"] = [f"LPIPS (3DGS): {n}" for n in note_text(notes, dataset, "lpips_3dgs", labels)
+                              if out["LPIPS (3DGS)"].isna().any()]
     return out
 
 
@@ -70,7 +71,7 @@ def experts_table(df: pd.DataFrame, dataset: str | None = None, runs: Sequence[s
                   status: Mapping[str, str] | None = None, notes: pd.DataFrame | None = None) -> pd.DataFrame:
     """Rows: expert runs (methods of registered experts), labelled method (variant), in the
     order of `runs` (run folders to show; default all); columns: PSNR, SSIM, SSIM (skimage),
-    LPIPS, Gaussians, train s, it/s, and with `status` (run folder -> text) a `run` column."""
+    LPIPS (3DGS convention), Gaussians, train s, it/s, and with `status` (run folder -> text) a `run` column."""
     return _run_table(df, _expert_methods(), EXPERT_COLUMNS, "experts", dataset, runs, status, notes, True)
 
 

@@ -1,0 +1,142 @@
+"""Regenerate the committed reports (reports/) from a clean checkout, on a GPU machine.
+
+    python benchmarks/reports.py --out runs/reports                 # every stage
+    python benchmarks/reports.py --out runs/reports --stages moe    # the mixtures only
+
+Stages (each reuses what the run store already holds, so an interrupted call is resumed by
+running the same command again):
+  moe        synthetic `mixed`, n3v rig, `full`: the N=3 experts (ex4dgs, stg, ed3dgs, their
+             synthetic presets), then the baselines and all routers twice, with the synthetic
+             default router preset and with the `paper` preset (the authors' setting), and the
+             VAPR at the default preset with the authors' temperature pair; writes
+             reports/moe-n3/<default|paper>/{main.md,main.csv,router-ablation.md,results.csv}
+             and reports/moe-n3/temperature.md
+  experts    benchmarks/experts_full.py for every expert -> reports/experts-full.json
+  iteration  benchmarks/iteration_cost.py -> reports/iteration-cost.txt
+
+It refuses to run on a tree with uncommitted code (every number must trace to a commit);
+each written report names the commit, the GPU and the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from moegs_bench.bench.experiment import Experiment, run_experiment
+from moegs_bench.bench.store import git_commit, git_dirty, host_info, notes, results
+from moegs_bench.report.tables import build_table, format_table
+
+REPO = Path(__file__).resolve().parents[1]
+REPORTS = REPO / "reports"
+SCENE = {"scene": "mixed", "rig": "n3v", "size": "full"}
+AUTHORS_TEMPERATURE = ("temperature=0.01", "eval_temperature=1.0")
+
+
+def log(text: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {text}", flush=True)
+
+
+def provenance(command: str) -> str:
+    """One line naming the commit, the device and the command a report comes from."""
+    state = " with uncommitted changes" if git_dirty(REPO) else ""
+    return f"Commit {git_commit(REPO)}{state}, {host_info()['device']}; `{command}`."
+
+
+def link_runs(src: Path, dst: Path, methods: list[str]) -> None:
+    """Make the stage-1 runs of `src` part of store `dst` (a symlink per method folder), so
+    that routers with other settings reuse the same trained experts."""
+    for method_dir in src.glob("*/*/*"):
+        if method_dir.name in methods:
+            target = dst / method_dir.relative_to(src)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if not target.exists():
+                target.symlink_to(method_dir.resolve(), target_is_directory=True)
+
+
+def write_tables(store: Path, out: Path, header: str) -> None:
+    """The main and router-ablation tables (markdown; main also as CSV) and the tidy rows."""
+    out.mkdir(parents=True, exist_ok=True)
+    df, nt = results(store), notes(store)
+    for name, fmt, file in (("main", "markdown", "main.md"), ("main", "csv", "main.csv"),
+                            ("router-ablation", "markdown", "router-ablation.md")):
+        text = format_table(build_table(name, df, dataset="synthetic", notes=nt), fmt)
+        (out / file).write_text(text if fmt == "csv" else f"{header}\n\n{text}")
+    df.drop(columns=["run_dir"]).to_csv(out / "results.csv", index=False)
+
+
+def stage_moe(out: Path, command: str, size: str, extra: tuple[str, ...] = ()) -> None:
+    experts = ["ed3dgs", "ex4dgs", "stg"]
+    common = {**SCENE, "size": size, "experts": "3", "data_dir": out / "scenes", "router_overrides": extra}
+    default, paper, temp = out / "runs-default", out / "runs-paper", out / "runs-temperature"
+    log("experts and routers, synthetic default router preset")
+    run_experiment(Experiment(**common, routers="all", runs_dir=default), log=log)
+    for store in (paper, temp):
+        link_runs(default, store, experts)
+    log("routers, paper preset")
+    run_experiment(Experiment(**common, routers="all", router_preset="paper", runs_dir=paper), log=log)
+    log("vapr, default preset with the authors' temperatures")
+    authors = {**common, "router_overrides": (*extra, *AUTHORS_TEMPERATURE)}
+    run_experiment(Experiment(**authors, routers="vapr", runs_dir=temp), log=log)
+    header = provenance(command)
+    write_tables(default, REPORTS / "moe-n3" / "default", header)
+    write_tables(paper, REPORTS / "moe-n3" / "paper", header)
+    rows = []
+    for what, store in (("train 1, eval 1", default), ("train 0.01, eval 1", temp)):
+        df = results(store)
+        vapr = df[df.method == "moe-vapr"].set_index("metric").value
+        rows.append(f"| {what} | {vapr['psnr']:.2f} | {vapr['ssim']:.4f} | {vapr['iterations']:.0f} |")
+    table = ["| VAPR softmax temperature | PSNR | SSIM | iterations |", "|---|---|---|---|", *rows]
+    (REPORTS / "moe-n3" / "temperature.md").write_text(header + "\n\n" + "\n".join(table) + "\n")
+
+
+def stage_script(args: list[str], output: Path) -> None:
+    """A benchmark script of this folder; its stdout goes to `output` (JSON outputs are
+    copied from its --out folder by the caller)."""
+    proc = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True, check=True)
+    output.write_text(proc.stdout)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="work folder (run stores, scenes)")
+    ap.add_argument("--stages", default="moe,experts,iteration")
+    ap.add_argument("--size", default="full", help="synthetic size (full for the committed reports; tiny to try it)")
+    ap.add_argument("--router-iterations", type=int, default=None,
+                    help="router iterations for every preset (to try the script quickly; not for reports)")
+    ap.add_argument("--allow-dirty", action="store_true",
+                    help="run on uncommitted code (its rows are marked [uncommitted]; never commit them)")
+    args = ap.parse_args()
+    dirty = git_dirty(REPO)
+    if dirty is not False and not args.allow_dirty:
+        sys.exit(f"error: {REPO} has uncommitted code changes (or is not a git checkout): commit first, "
+                 "so that every reported number traces to a commit")
+    command = "python benchmarks/reports.py " + " ".join(sys.argv[1:])
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    for stage in stages:
+        if stage == "moe":
+            extra = () if args.router_iterations is None else (f"iterations={args.router_iterations}",)
+            stage_moe(args.out, command, args.size, extra)
+        elif stage == "experts":
+            bench = args.out / "bench"
+            stage_script(["benchmarks/experts_full.py", "--out", str(bench), "--experts",
+                          "static,stg,ex4dgs,ed3dgs,4dgs"], args.out / "experts-full.log")
+            (REPORTS / "experts-full.json").write_text((bench / "experts_full.json").read_text())
+        elif stage == "iteration":
+            stage_script(["benchmarks/iteration_cost.py", "--out", str(args.out / "bench"), "--experts",
+                          "4dgs,ed3dgs", "--precisions", "float32,bfloat16", "--profile"],
+                         REPORTS / "iteration-cost.txt")
+        else:
+            sys.exit(f"error: --stages: unknown stage {stage!r} (moe, experts, iteration)")
+        log(f"stage {stage} done")
+    if dirty:
+        log("uncommitted code: the reports written here must not be committed")
+    print(json.dumps({"commit": git_commit(REPO), "stages": stages}))
+
+
+if __name__ == "__main__":
+    main()
