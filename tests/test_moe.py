@@ -218,7 +218,7 @@ def test_pixel_rays_point_through_the_principal_point(data):
 def test_router_config_presets_and_errors():
     paper = router_config("vapr", "paper")
     assert paper.iterations == 5000 and paper.temperature == 0.01 and paper.eval_temp == 1.0
-    assert paper.expert_background == (1.0, 1.0, 1.0)  # the authors render every expert on white
+    assert paper.expert_background == "white"  # the authors render every expert on white
     assert router_config("pixel").eval_temp == router_config("pixel").temperature
     assert router_config("vapr", "technicolor").lr_phi == 0.01 and router_config("volume", "technicolor").lr_w == 0.1
     assert router_names() == ["pixel", "volume", "vapr"]  # the paper's Table 4 order

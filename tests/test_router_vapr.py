@@ -194,3 +194,22 @@ def test_training_finds_the_right_expert_per_gaussian(halves):
     # measured: vapr 30.6, oracle 30.8, uniform 14.0 dB
     assert psnr["vapr"] > psnr["uniform-average"] + 10.0, psnr
     assert psnr["vapr"] > psnr["oracle-pixel"] - 1.0, psnr
+
+
+@pytest.mark.parametrize("name", ["vapr", "pixel"])
+def test_expert_background_is_behind_every_expert_in_the_mixture(halves, name):
+    # catches: a router that ignores `expert_background` (the paper preset's white)
+    cfgs = {bg: router_config(name, "tiny", {"expert_background": bg, **({"init_w": 1.0} if name == "vapr" else {})})
+            for bg in ("own", "white")}
+    routers = {bg: build_router(name, halves, c) for bg, c in cfgs.items()}
+    for router in routers.values():
+        if name == "vapr":
+            with torch.no_grad():
+                for p in router.phi.parameters():
+                    p.zero_()
+    with torch.no_grad():
+        out = {bg: r(halves, 1, 2, 1.0).image for bg, r in routers.items()}
+        own = halves.render_view(1, 2).images.mean(0)
+        white = halves.render_view(1, 2, background=torch.ones(3)).images.mean(0)
+    assert torch.allclose(out["own"], own, atol=1e-5) and torch.allclose(out["white"], white, atol=1e-5)
+    assert not torch.allclose(own, white, atol=1e-3)  # some pixels are not opaque: the test can tell

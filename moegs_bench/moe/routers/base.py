@@ -12,7 +12,7 @@ import importlib
 import pkgutil
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
@@ -31,8 +31,9 @@ class RouterConfig:
     temperature: float = 1.0  # softmax(logits / T) in training
     eval_temperature: float | None = None  # None: same as `temperature` (authors: train 0.01, eval 1)
     ssim_lambda: float = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
-    # one colour behind every expert in the mixture's renders (None: each expert's own)
-    expert_background: tuple[float, float, float] | None = None
+    # the colour behind every expert in the mixture's renders: each expert's own (the one it
+    # was trained and evaluated on), or one for all (the authors render every expert on white)
+    expert_background: Literal["own", "white", "black"] = "own"
     seconds_limit: float = 0.0  # stop training after this many seconds (0: no limit)
 
     @property
@@ -44,7 +45,7 @@ class RouterConfig:
 COMMON_PRESETS: dict[str, dict] = {
     # the authors' setting (REFERENCE.md §1): 5000 iterations, N3V learning rates, softmax of
     # logit/0.01 in training and plain softmax in evaluation, every expert rendered on white
-    "paper": {"temperature": 0.01, "eval_temperature": 1.0, "expert_background": [1.0, 1.0, 1.0]},
+    "paper": {"temperature": 0.01, "eval_temperature": 1.0, "expert_background": "white"},
     "fast": {"iterations": 1500},
     "tiny": {"iterations": 40},
 }
@@ -104,8 +105,8 @@ class Router(nn.Module):
 
     def expert_background(self, device) -> Tensor | None:
         """The colour behind every expert in this router's renders [3] (None: their own)."""
-        bg = self.cfg.expert_background
-        return None if bg is None else torch.tensor(bg, dtype=torch.float32, device=device)
+        colour = {"own": None, "white": 1.0, "black": 0.0}[self.cfg.expert_background]
+        return None if colour is None else torch.full((3,), colour, device=device)
 
     def _check_sizes(self, gaussians: list[Gaussians]) -> None:
         got = [len(g) for g in gaussians]
