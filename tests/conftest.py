@@ -20,6 +20,16 @@ def tiny_scene_dir(tmp_path_factory):
     return out
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module (`pytestmark = pytest.mark.usefixtures("one_thread")`):
+    the reference rasteriser's small batches run fastest single-threaded on a shared CPU."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture
 def scene_copy(tiny_scene_dir, tmp_path):
     """A private copy of the tiny scene that a test may damage."""

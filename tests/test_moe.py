@@ -16,14 +16,7 @@ from moegs_bench.moe.routers import volume as volume_mod
 from moegs_bench.moe.train_router import load_router, router_renderer, save_router, train_router
 from moegs_bench.render import multi_expert
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the reference rasteriser is fastest single-threaded on a shared 2-core machine
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def make_experts(data, specs):

@@ -61,12 +61,7 @@ def _gaussians(xyz: torch.Tensor, rgb: torch.Tensor) -> Gaussians:
                      sh=rgb_to_sh0(rgb.float())[:, None, :], sh_degree=0)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

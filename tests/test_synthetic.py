@@ -26,14 +26,7 @@ from moegs_bench.data.synthetic import (
 from moegs_bench.data.synthetic.world import ACTION_HI, ACTION_LO, FLOOR_Y
 from moegs_bench.errors import ConfigError, SceneFormatError
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Ray batches here are small: one CPU thread avoids stalls on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -138,7 +138,7 @@ def _train_segments(name: str, cfg, data: SceneData, ranges: list[tuple[int, int
     checkpoints/segments/ and reused when the run resumes."""
     models, results = [], []
     for k, (start, end) in enumerate(ranges):
-        model_path, summary = run.checkpoint_path(f"segments/{k:02d}.pt"), run.dir / "segments" / f"{k:02d}.json"
+        model_path, summary = run.checkpoint_path(f"segments/{k:02d}.pt"), run.checkpoint_path(f"segments/{k:02d}.json")
         if model_path.is_file() and summary.is_file():
             models.append(load_expert(model_path, data.device))
             results.append(TrainResult(**json.loads(summary.read_text())))

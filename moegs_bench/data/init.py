@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .load import SceneData
+from .load import SceneData, frame_span
 
 
 @dataclass(frozen=True)
@@ -48,7 +48,7 @@ class InitData:
         sets |= {f"frame:{f - start}" for f in frames if start <= f < end}
         load = scene.load_points
         if data.segment is not None:
-            load = _segment_points(scene.load_points, start, end, _span(scene.times, start, end))
+            load = _segment_points(scene.load_points, start, end, frame_span(scene.times, start, end))
         return cls(
             dataset=scene.dataset,
             num_frames=len(data.times),
@@ -59,11 +59,6 @@ class InitData:
             point_sets=frozenset(sets),
             _load_points=load,
         )
-
-
-def _span(times, start: int, end: int) -> tuple[float, float]:
-    """Times [t0, t1) of frames [start, end) of a scene with frame times `times`."""
-    return float(times[start]), float(times[end]) if end < len(times) else 1.0
 
 
 def _segment_points(load: Callable[[str], dict[str, np.ndarray]], start: int, end: int,

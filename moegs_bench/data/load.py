@@ -31,6 +31,12 @@ class Views:
         return len(self.cams)
 
 
+def frame_span(times, start: int, end: int) -> tuple[float, float]:
+    """The times [t0, t1) that frames [start, end) of a scene with frame times `times` [F]
+    cover: t1 is the next frame's time, or 1 after the last frame."""
+    return float(times[start]), float(times[end]) if end < len(times) else 1.0
+
+
 @dataclass
 class SceneData:
     """A scene on a device. Ks [C,3,3], viewmats [C,4,4] (float32), times [F] float32."""
@@ -64,10 +70,8 @@ class SceneData:
         return self.viewmats[cams], self.Ks[cams]
 
     def segment_span(self, start: int, end: int) -> tuple[float, float]:
-        """The times [t0, t1) that frames [start, end) cover (t1: the next frame's time, or 1)."""
-        t0 = float(self.times[start])
-        t1 = float(self.times[end]) if end < len(self.times) else 1.0
-        return t0, t1
+        """The times [t0, t1) that frames [start, end) cover (see `frame_span`)."""
+        return frame_span(self.times, start, end)
 
     def temporal_segment(self, start: int, end: int) -> SceneData:
         """Frames [start, end) as a scene of their own, as a method that trains one model per

@@ -217,7 +217,11 @@ class Expert(nn.Module, metaclass=ABCMeta):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device) -> Expert:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+        return cls.from_checkpoint(torch.load(path, map_location="cpu", weights_only=False), device)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict, device: torch.device) -> Expert:
+        """An expert from what `checkpoint()` returned, on `device`."""
         expert = cls.empty(from_dict(cls.Config, ckpt["config"]), device)
         expert.load_checkpoint(ckpt)
         return expert.to(device)

@@ -93,21 +93,13 @@ class SegmentedExpert(nn.Module):
         return save_torch(path, self.checkpoint())
 
 
-def _model_from_checkpoint(ckpt: dict, device: torch.device) -> Expert:
-    from ..config import from_dict
-
-    cls = get_expert(ckpt["name"])
-    model = cls.empty(from_dict(cls.Config, ckpt["config"]), device)
-    model.load_checkpoint(ckpt)
-    return model.to(device)
-
-
 def load_expert(path: str | Path, device: torch.device) -> Expert | SegmentedExpert:
     """A stored expert model (`model.pt` of an expert run), plain or segmented, on `device`."""
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
     if ckpt.get("name") == KIND:
-        return SegmentedExpert([_model_from_checkpoint(c, device) for c in ckpt["models"]], ckpt["spans"])
-    return _model_from_checkpoint(ckpt, device)
+        models = [get_expert(c["name"]).from_checkpoint(c, device) for c in ckpt["models"]]
+        return SegmentedExpert(models, ckpt["spans"])
+    return get_expert(ckpt["name"]).from_checkpoint(ckpt, device)
 
 
 __all__ = ["SegmentedExpert", "segment_ranges", "load_expert"]
