@@ -11,6 +11,10 @@ running the same command again):
              VAPR at the default preset with the authors' temperature pair; writes
              reports/moe-n3/<default|paper>/{main.md,main.csv,router-ablation.md,results.csv}
              and reports/moe-n3/temperature.md
+  analysis   the same scene and experts: the VAPR (synthetic default preset), its fused model,
+             MDC and depth error of every method (10 frames), trajectories of every expert;
+             writes reports/analysis-n3/{mdc.md,trajectories.md,winners.md,per-frame.csv,
+             mixture.md,results.csv}
   experts    benchmarks/experts_full.py for every expert -> reports/experts-full.json
   iteration  benchmarks/iteration_cost.py -> reports/iteration-cost.txt
 
@@ -94,6 +98,24 @@ def stage_moe(out: Path, command: str, size: str, extra: tuple[str, ...] = ()) -
     (REPORTS / "moe-n3" / "temperature.md").write_text(header + "\n\n" + "\n".join(table) + "\n")
 
 
+def stage_analysis(out: Path, command: str, size: str, extra: tuple[str, ...] = ()) -> None:
+    store = out / "runs-default"  # the moe stage's experts and VAPR, when it ran before
+    log("fused model, MDC and trajectories")
+    run_experiment(Experiment(**{**SCENE, "size": size}, experts="3", data_dir=out / "scenes", routers="vapr",
+                              router_overrides=extra, runs_dir=store, analyses="all", mdc_frames=10), log=log)
+    header = provenance(command)
+    dest = REPORTS / "analysis-n3"
+    dest.mkdir(parents=True, exist_ok=True)
+    df, nt = results(store), notes(store)
+    for name, file in (("mdc", "mdc.md"), ("trajectories", "trajectories.md"), ("winners", "winners.md"),
+                       ("mixture", "mixture.md")):
+        table = build_table(name, df, dataset="synthetic", notes=nt)
+        (dest / file).write_text(f"{header}\n\n{format_table(table, 'markdown')}")
+    per_frame = build_table("per-frame", df, dataset="synthetic")
+    (dest / "per-frame.csv").write_text(format_table(per_frame, "csv"))
+    df.drop(columns=["run_dir"]).to_csv(dest / "results.csv", index=False)
+
+
 def stage_script(args: list[str], output: Path) -> None:
     """A benchmark script of this folder; its stdout goes to `output` (JSON outputs are
     copied from its --out folder by the caller)."""
@@ -104,7 +126,7 @@ def stage_script(args: list[str], output: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="work folder (run stores, scenes)")
-    ap.add_argument("--stages", default="moe,experts,iteration")
+    ap.add_argument("--stages", default="moe,analysis,experts,iteration")
     ap.add_argument("--size", default="full", help="synthetic size (full for the committed reports; tiny to try it)")
     ap.add_argument("--router-iterations", type=int, default=None,
                     help="router iterations for every preset (to try the script quickly; not for reports)")
@@ -121,6 +143,9 @@ def main() -> None:
         if stage == "moe":
             extra = () if args.router_iterations is None else (f"iterations={args.router_iterations}",)
             stage_moe(args.out, command, args.size, extra)
+        elif stage == "analysis":
+            extra = () if args.router_iterations is None else (f"iterations={args.router_iterations}",)
+            stage_analysis(args.out, command, args.size, extra)
         elif stage == "experts":
             bench = args.out / "bench"
             stage_script(["benchmarks/experts_full.py", "--out", str(bench), "--experts",
@@ -131,7 +156,7 @@ def main() -> None:
                           "4dgs,ed3dgs", "--precisions", "float32,bfloat16", "--profile"],
                          REPORTS / "iteration-cost.txt")
         else:
-            sys.exit(f"error: --stages: unknown stage {stage!r} (moe, experts, iteration)")
+            sys.exit(f"error: --stages: unknown stage {stage!r} (moe, analysis, experts, iteration)")
         log(f"stage {stage} done")
     if dirty:
         log("uncommitted code: the reports written here must not be committed")

@@ -25,6 +25,7 @@ from ..eval.metrics import LPIPSMetric
 from ..experts.registry import available_experts, check_labels, get_expert, split_label
 from ..moe.routers import RouterConfig, get_router, router_config, router_names
 from ..progress import ProgressFactory, task
+from .analysis import ANALYSES, AnalysisSettings, run_mdc, run_trajectories
 from .harness import StoredRun, lpips_metric, run_labeled_expert, run_moe
 from .store import RunStore, write_results_table
 
@@ -56,6 +57,11 @@ class Experiment:
     device: str = "auto"
     lpips_net: str = "alex"
     lpips_weights: Path | None = None
+    analyses: str = "none"  # after the runs: fusion, mdc, trajectories, all or none (comma-separated)
+    fuse_router: str = "vapr"  # whose gates the fused model lifts
+    mdc_frames: int | None = None  # MDC over this many evenly spaced frames (None: every frame)
+    mdc_pairs: int | None = None  # at most this many ordered camera pairs per frame (None: all)
+    trajectory_gaussians: int = 2000  # Gaussians tracked per expert
 
 
 @dataclass
@@ -137,12 +143,28 @@ def router_configs(names: list[str], preset: str | None, overrides: tuple[str, .
                              scoped[n]) for n in names}
 
 
+def resolve_analyses(spec: str) -> list[str]:
+    """--analysis fusion,mdc,trajectories|all|none -> analysis names."""
+    items = [s.strip() for s in spec.split(",") if s.strip()]
+    if items == ["none"]:
+        return []
+    if items == ["all"]:
+        return list(ANALYSES)
+    bad = [s for s in items if s not in ANALYSES]
+    if bad or not items:
+        raise ConfigError(f"--analysis {spec}: expected {', '.join(ANALYSES)}, all or none")
+    return list(dict.fromkeys(items))
+
+
 def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
                    log: Callable[[str], None] = lambda _: None) -> ExperimentResult:
-    """Run `exp`: scene, experts, then (with routers) baselines and routers; store everything
-    and rewrite the store's results table. progress: one task per training; log: one-line
-    messages (what is being prepared)."""
+    """Run `exp`: scene, experts, then (with routers) baselines, routers and the fused model;
+    then the analyses; store everything and rewrite the store's results table. progress: one
+    task per training; log: one-line messages (what is being prepared)."""
     routers = resolve_routers(exp.routers)  # a bad --router fails before any training
+    analyses = resolve_analyses(exp.analyses)
+    if "fusion" in analyses and exp.fuse_router not in routers:
+        raise ConfigError(f"--analysis fusion: needs the router whose gates it lifts (--router {exp.fuse_router})")
     device = resolve_device(exp.device)
     root = resolve_scene(exp, device, progress, log)
     data = load_scene(root, device, with_gt=True)
@@ -159,10 +181,17 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
     mixtures = []
     if routers:
         mixtures = run_moe(experts, data, store, router_cfgs, seed=exp.seed, force=exp.force, lpips=lpips,
-                           progress=progress)
+                           progress=progress, fuse=exp.fuse_router if "fusion" in analyses else None)
+        write_results_table(exp.runs_dir)
+    settings = AnalysisSettings(exp.mdc_frames, exp.mdc_pairs, exp.trajectory_gaussians, exp.seed)
+    if "mdc" in analyses:
+        run_mdc(experts, mixtures, data, settings, progress=progress)
+    if "trajectories" in analyses:
+        run_trajectories(experts, data, settings, progress=progress)
+    if {"mdc", "trajectories"} & set(analyses):
         write_results_table(exp.runs_dir)
     return ExperimentResult(data, store, experts, mixtures, lpips)
 
 
 __all__ = ["Experiment", "ExperimentResult", "default_size", "resolve_scene", "resolve_experts",
-           "resolve_routers", "router_configs", "run_experiment"]
+           "resolve_routers", "resolve_analyses", "router_configs", "run_experiment"]

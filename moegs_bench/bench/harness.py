@@ -5,6 +5,7 @@ evaluation path (`eval.evaluate`) and stored the same way (docs/results.md, docs
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,11 +22,18 @@ from ..eval.perf import storage_mb
 from ..experts.registry import expert_config, get_expert, split_label
 from ..experts.segments import SegmentedExpert, load_expert, segment_ranges
 from ..experts.views import expert_view_renderer
-from ..io import atomic_write_json
+from ..io import atomic_write_json, save_torch
 from ..moe.baselines import BASELINES, baseline_renderers, oracle_gain_share
 from ..moe.pool import ExpertPool
+from ..moe.responsibility import METHOD as FUSED
+from ..moe.responsibility import (
+    accumulate_responsibilities,
+    fused_renderer,
+    gate_shares,
+    responsibility_stats,
+)
 from ..moe.routers import RouterConfig, build_router, get_router
-from ..moe.train_router import router_renderer, save_router, train_router
+from ..moe.train_router import load_router, router_renderer, save_router, train_router
 from ..progress import ProgressFactory, task
 from ..train.loop import TrainResult, train_expert
 from .store import Run, RunId, RunStore, code_fingerprint, content_key, scene_fingerprint
@@ -261,18 +269,57 @@ def run_router(name: str, inputs: MixtureInputs, store: RunStore, cfg: RouterCon
     return _finish(run, method, evaluation, metrics, notes, {"train": trained.seconds, "eval": evaluation.seconds})
 
 
+def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *, seed: int = 0,
+               force: bool = False, lpips: LPIPSMetric | None = None, progress: ProgressFactory | None = None,
+               save_images: bool = True) -> StoredRun:
+    """The post-hoc fused model of a trained router (MoE-GS App. D): responsibilities over every
+    training ray, then every expert's Gaussians with opacity R̄·α rendered together; stored as
+    method `moe-fused` (variant: the expert set) with the responsibility statistics and the
+    router's gate share per motion regime. Reused while the router run is unchanged."""
+    router_key = router_run.run.load_config()["key"]
+    run_config = {"stage": "fusion", "router": router_run.label, "router_key": router_key}
+    key = content_key(run_config, inputs.scene_fp, inputs.code)
+    run_id = inputs.run_id(FUSED, seed)
+    if not force and (run := store.find(run_id, key)) is not None:
+        return StoredRun.load(FUSED, run)
+    pool = inputs.pool
+    pool.check_concatenable(FUSED, "the fused model")
+    run = store.begin(run_id, key, run_config)
+    router = load_router(router_run.run.checkpoint_path("router.pt"), inputs.data.device)
+    t0 = time.perf_counter()
+    resp = accumulate_responsibilities(router, pool, "train", progress=task(progress, f"{FUSED} responsibilities"))
+    seconds = time.perf_counter() - t0
+    save_torch(run.checkpoint_path("responsibilities.pt"), resp.state_dict())
+    evaluation = evaluate_views(fused_renderer(pool, resp), inputs.data, "test", lpips,
+                                save_dir=run.dir if save_images else None)
+    metrics = dict(evaluation.summary)
+    metrics["num_gaussians"] = float(sum(pool.sizes))
+    metrics.update(responsibility_stats(resp, pool.names))
+    metrics.update(gate_shares(router, pool))
+    notes = metric_notes(lpips)
+    notes["resp"] = (f"responsibilities (Eq. 14) of {router_run.label}'s gates over every training ray; "
+                     "resp_weighted_<expert>: contribution-weighted mean R̄")
+    return _finish(run, FUSED, evaluation, metrics, notes, {"responsibilities": seconds, "eval": evaluation.seconds})
+
+
 def run_moe(expert_runs: Sequence[StoredRun], data: SceneData, store: RunStore,
             routers: dict[str, RouterConfig], *, seed: int = 0, force: bool = False,
             lpips: LPIPSMetric | None = None, progress: ProgressFactory | None = None,
-            save_images: bool = True) -> list[StoredRun]:
-    """Stage 2 over trained experts: the baselines, then each router (name -> settings);
-    every method stored with variant = the expert labels sorted and joined by '+'.
-    Returns baselines then routers."""
+            save_images: bool = True, fuse: str | None = None) -> list[StoredRun]:
+    """Stage 2 over trained experts: the baselines, then each router (name -> settings), then
+    with `fuse` (a router of `routers`) the fused model of that router; every method stored
+    with variant = the expert labels sorted and joined by '+'. Returns them in that order."""
+    if fuse is not None and fuse not in routers:
+        raise ConfigError(f"--analysis fusion: lifts the gates of router {fuse!r}, which is not trained here "
+                          f"(--router {fuse})")
     inputs = MixtureInputs(expert_runs, data)
     baselines = run_baselines(inputs, store, seed=seed, force=force, lpips=lpips, save_images=save_images)
     oracle = next((b.metrics["psnr"] for b in baselines if b.label == "oracle-pixel"), None)
-    return baselines + [run_router(name, inputs, store, cfg, seed=seed, force=force, lpips=lpips, oracle_psnr=oracle,
-                                   progress=progress, save_images=save_images) for name, cfg in routers.items()]
+    trained = {name: run_router(name, inputs, store, cfg, seed=seed, force=force, lpips=lpips, oracle_psnr=oracle,
+                                progress=progress, save_images=save_images) for name, cfg in routers.items()}
+    fused = [] if fuse is None else [run_fusion(inputs, store, trained[fuse], seed=seed, force=force, lpips=lpips,
+                                                progress=progress, save_images=save_images)]
+    return baselines + list(trained.values()) + fused
 
 
 def lpips_metric(net: str, weights: Path | None, device: torch.device) -> LPIPSMetric:
@@ -281,4 +328,4 @@ def lpips_metric(net: str, weights: Path | None, device: torch.device) -> LPIPSM
 
 
 __all__ = ["StoredRun", "default_preset", "run_expert", "run_labeled_expert", "MixtureInputs",
-           "run_baselines", "run_router", "run_moe", "lpips_metric"]
+           "run_baselines", "run_router", "run_moe", "run_fusion", "lpips_metric", "FUSED"]

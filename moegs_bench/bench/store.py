@@ -7,6 +7,8 @@
         summary.json     {"metrics": {name: value}, "notes": {name: text}}
         checkpoints/     model files (`Run.checkpoint_path`)
         DONE             written last: the run is complete
+        analysis/<name>.json  analyses of the completed run (MDC, trajectories, ...): their
+                         settings and metrics, reported as metrics of the run
 
 A run is reused only when it is complete and its stored content key equals the key of the
 requested run (`content_key` over config + data fingerprint + code fingerprint).
@@ -45,6 +47,7 @@ PER_IMAGE_FILE = "per_image.csv"
 SUMMARY_FILE = "summary.json"
 DONE_FILE = "DONE"
 CHECKPOINT_DIR = "checkpoints"
+ANALYSIS_DIR = "analysis"
 RESULTS_FILE = "results.csv"
 NOTES_FILE = "notes.csv"
 
@@ -402,6 +405,32 @@ class Run:
     def load_per_image(self) -> pd.DataFrame:
         return pd.read_csv(self.dir / PER_IMAGE_FILE)
 
+    def save_analysis(self, name: str, metrics: Mapping[str, float], settings: Mapping[str, Any],
+                      notes: Mapping[str, str] | None = None) -> Path:
+        """analysis/<name>.json: what an analysis of this completed run measured (finite
+        metrics, reported with the run's own), the settings it used, notes on what is missing."""
+        _check_component("analysis", name)
+        where = f"{ANALYSIS_DIR}/{name}.json"
+        clean = {str(k): _finite(f"metric {k!r}", v, where) for k, v in metrics.items()}
+        record = {"settings": json.loads(canonical_json(settings)), "metrics": clean,
+                  "notes": {str(k): str(v) for k, v in (notes or {}).items()}}
+        return atomic_write_json(self.dir / ANALYSIS_DIR / f"{name}.json", record)
+
+    def load_analysis(self, name: str, settings: Mapping[str, Any] | None = None) -> dict | None:
+        """The stored analysis `name` ({"settings", "metrics", "notes"}), or None when absent or
+        (with `settings`) made with other settings."""
+        path = self.dir / ANALYSIS_DIR / f"{name}.json"
+        if not path.is_file():
+            return None
+        record = _read_json(path)
+        if settings is not None and record.get("settings") != json.loads(canonical_json(settings)):
+            return None
+        return record
+
+    def analyses(self) -> dict[str, dict]:
+        """Every stored analysis of this run: name -> record."""
+        return {p.stem: _read_json(p) for p in sorted((self.dir / ANALYSIS_DIR).glob("*.json"))}
+
 
 # -- the store ---------------------------------------------------------------------------------
 class RunStore:
@@ -492,10 +521,16 @@ def _run_rows(run: Run) -> tuple[list[dict], list[dict]]:
         "completed_at": run.completed_at(),
     }
     values = dict(summary["metrics"])
+    notes_of = dict(summary["notes"])
     for phase, sec in run.load_timings().items():
         values.setdefault(_timing_metric(phase), sec)
+    for record in run.analyses().values():  # an analysis' metrics are the run's too
+        for m, v in (record.get("metrics") or {}).items():
+            values.setdefault(m, float(v))
+        for m, n in (record.get("notes") or {}).items():
+            notes_of.setdefault(m, str(n))
     rows = [{**base, "metric": m, "value": v, **extra} for m, v in values.items()]
-    notes = [{**base, "metric": m, "note": n} for m, n in summary["notes"].items()]
+    notes = [{**base, "metric": m, "note": n} for m, n in notes_of.items()]
     return rows, notes
 
 

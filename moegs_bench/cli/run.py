@@ -95,6 +95,14 @@ def _print_table(name: str, result, runs) -> None:
 @click.option("--router-set", "router_overrides", multiple=True, metavar="KEY=VALUE",
               help="Override a router setting, e.g. --router-set iterations=200 (repeatable); "
                    "ROUTER:KEY=VALUE for one router only, e.g. --router-set vapr:lr_phi=0.01.")
+@click.option("--analysis", "analyses", default="none", show_default=True,
+              help="After the runs: fusion (the fused model of --fuse-router's gates, method moe-fused), "
+                   "mdc (multi-view depth consistency and depth error), trajectories, all or none.")
+@click.option("--fuse-router", default="vapr", show_default=True, help="Router whose gates the fused model lifts.")
+@click.option("--mdc-frames", type=int, default=None, help="MDC over this many evenly spaced frames (default all).")
+@click.option("--mdc-pairs", type=int, default=None, help="At most this many camera pairs per frame (default all).")
+@click.option("--trajectory-gaussians", type=int, default=2000, show_default=True,
+              help="Gaussians tracked per expert.")
 @_with_run_options
 def run(**kw):
     """Prepare (or reuse) a scene, train the experts (or reuse stored runs), optionally train

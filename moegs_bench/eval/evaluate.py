@@ -30,7 +30,8 @@ RENDERS = "renders"  # folder of a run's rendered test images
 @dataclass
 class ViewOutput:
     """One method's rendering of one view: image [H,W,3] in [0,1]; extras: images to save
-    beside it, name -> [H,W,3] in [0,1] (written to <save_dir>/<name>/<camera>_<frame>.png)."""
+    beside it, name -> [H,W,3] float in [0,1] or a label map [H,W] uint8 (written as is), to
+    <save_dir>/<name>/<camera>_<frame>.png."""
 
     image: Tensor
     extras: dict[str, Tensor] = field(default_factory=dict)
@@ -112,7 +113,8 @@ def evaluate_methods(renderers: Mapping[str, ViewRenderer], data: SceneData, spl
 def _save_view(folder: Path, stem: str, out: ViewOutput) -> None:
     save_png(folder / RENDERS / stem, to_uint8(out.image))
     for name, image in out.extras.items():
-        save_png(folder / name / stem, to_uint8(image))
+        labels = image.dtype == torch.uint8  # a label map is saved as its values
+        save_png(folder / name / stem, image.cpu().numpy() if labels else to_uint8(image))
 
 
 class RegimeErrors:

@@ -59,4 +59,21 @@ def expert_view_renderer(expert: Expert, data: SceneData, split: str = "test",
     return render_view
 
 
-__all__ = ["render_expert_views", "expert_view_renderer"]
+def expert_depth_renderer(expert: Expert, data: SceneData, backend: str = "auto"):
+    """The expert's depth for analyses: (cameras [C], frame) -> (camera-z depth [C,H,W],
+    alpha [C,H,W]); one rasterisation for all cameras unless the expert is camera-dependent."""
+
+    def render_depth(cams: Tensor, frame: int) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            if expert.camera_dependent:
+                outs = [render(expert.gaussians_at(data.times[frame], camera=c), *data.camera_batch(torch.tensor([c])),
+                               data.width, data.height, backend=backend) for c in cams.tolist()]
+                return torch.cat([o.depth[..., 0] for o in outs]), torch.cat([o.alpha[..., 0] for o in outs])
+            out = render(expert.gaussians_at(data.times[frame]), *data.camera_batch(cams), data.width, data.height,
+                         backend=backend)
+        return out.depth[..., 0], out.alpha[..., 0]
+
+    return render_depth
+
+
+__all__ = ["render_expert_views", "expert_view_renderer", "expert_depth_renderer"]

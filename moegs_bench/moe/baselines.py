@@ -51,7 +51,9 @@ def _uniform(images: Tensor, gt: Tensor, labels: Sequence[str]) -> tuple[Tensor,
 @register_baseline("oracle-pixel", "Oracle (per pixel)")
 def _oracle_pixel(images: Tensor, gt: Tensor, labels: Sequence[str]) -> tuple[Tensor, dict[str, Tensor]]:
     image, gates = oracle_pixel(images, gt)
-    return image, {"gates": torch.stack([gate_image(g) for g in gates.unbind(1)])}
+    # the per-pixel best expert (Fig. 1b): coloured, and as a label map of expert indices
+    return image, {"gates": torch.stack([gate_image(g) for g in gates.unbind(1)]),
+                   "best": gates.argmax(0).to(torch.uint8)}
 
 
 @register_baseline("oracle-image", "Oracle (per image)")

@@ -44,6 +44,11 @@ def blend(images: Tensor, gates: Tensor) -> Tensor:
     return (gates[..., None] * images).sum(0)
 
 
+def blend_depth(outputs, gates: Tensor) -> Tensor:
+    """Σ_k G_k · D_k: outputs K RenderOutputs (depth [C,H,W,1]), gates [K,C,H,W] -> [C,H,W]."""
+    return (gates * torch.stack([o.depth[..., 0] for o in outputs])).sum(0)
+
+
 def uniform_average(images: Tensor) -> Tensor:
     """Mean of the experts' images: [K,C,H,W,3] -> [C,H,W,3]."""
     return images.mean(0)
@@ -78,5 +83,5 @@ def gate_image(gates: Tensor) -> Tensor:
     return torch.einsum("khw,kc->hwc", gates, colours).clamp(0, 1)
 
 
-__all__ = ["pixel_rays", "softmax_gates", "blend", "uniform_average", "oracle_pixel", "oracle_image",
+__all__ = ["pixel_rays", "softmax_gates", "blend", "blend_depth", "uniform_average", "oracle_pixel", "oracle_image",
            "gate_image", "PALETTE"]

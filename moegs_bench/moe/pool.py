@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from ..data.load import SceneData
+from ..errors import ConfigError
 from ..experts.base import Expert
 from ..render.backend import RenderOutput
 from ..render.gaussians import Gaussians
@@ -83,6 +84,17 @@ class ExpertPool:
             self._cache[key] = g
             self._cached += size
         return g
+
+    def check_concatenable(self, option: str, what: str) -> None:
+        """ConfigError (naming `option` and the expert) unless every expert's Gaussians can be
+        rendered together in one set: RGB or SH colours of one kind, no per-pixel decoder."""
+        for k, (name, expert) in enumerate(zip(self.names, self.experts, strict=True)):
+            g = self.gaussians(k, 0, 0)
+            if expert.decodes_pixels or (g.sh is None and g.features.shape[1] != 3):
+                raise ConfigError(f"{option}: expert {name!r} splats learned features decoded per pixel; "
+                                  f"{what} can only concatenate RGB/SH experts")
+        if len({self.gaussians(k, 0, 0).sh is None for k in range(len(self))}) > 1:
+            raise ConfigError(f"{option}: the experts mix SH and RGB-feature colours; {what} needs one colour kind")
 
     def view_gaussians(self, cam: int, frame: int) -> list[Gaussians]:
         """Every expert's detached Gaussians for view (cam, frame)."""

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from torch import Tensor
 
 from ..config import from_dict, to_dict
 from ..data.sampling import ViewSampler
@@ -102,6 +103,19 @@ def router_renderer(router: Router, pool: ExpertPool, split: str = "test",
     return render_view
 
 
+def router_depth_renderer(router: Router, pool: ExpertPool, temperature: float | None = None):
+    """The mixture's depth for analyses: (cameras [C], frame) -> (depth [C,H,W], alpha [C,H,W]);
+    a 2D blend's depth is Σ_k G_k·D_k, its alpha taken as 1 (the gates do not blend coverage)."""
+    temp = router.cfg.eval_temp if temperature is None else temperature
+
+    def render_depth(cams: Tensor, frame: int) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            depth = torch.cat([router(pool, c, frame, temp).depth for c in cams.tolist()])
+        return depth, torch.ones_like(depth)
+
+    return render_depth
+
+
 def save_router(router: Router, path: Path) -> Path:
     return save_torch(path, {"name": router.name, "config": to_dict(router.cfg), "sizes": router.sizes,
                              "state": {k: v.detach().cpu() for k, v in router.state_dict().items()}})
@@ -116,4 +130,5 @@ def load_router(path: Path, device: torch.device) -> Router:
     return router.eval()
 
 
-__all__ = ["RouterTrainResult", "train_router", "make_optimizer", "router_renderer", "save_router", "load_router"]
+__all__ = ["RouterTrainResult", "train_router", "make_optimizer", "router_renderer", "router_depth_renderer",
+           "save_router", "load_router"]

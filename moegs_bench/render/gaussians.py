@@ -73,6 +73,21 @@ class Gaussians:
         return replace(self, opacities=opacities)
 
 
+def harmonise_sh(gaussians: list[Gaussians]) -> list[Gaussians]:
+    """SH sets of different active degrees as one degree: the unused bands are zero, so every
+    Gaussian's colour is unchanged (higher bands of a lower active degree are dropped)."""
+    if all(g.sh is None for g in gaussians):
+        return gaussians
+    degree = max(g.sh_degree for g in gaussians)
+    bases = (degree + 1) ** 2
+    out = []
+    for g in gaussians:
+        used = g.sh[:, : (g.sh_degree + 1) ** 2]
+        sh = torch.nn.functional.pad(used, (0, 0, 0, bases - used.shape[1]))
+        out.append(Gaussians(g.means, g.quats, g.scales, g.opacities, sh=sh, sh_degree=degree))
+    return out
+
+
 def concat(gaussians: list[Gaussians]) -> Gaussians:
     """All Gaussians of several sets in one (same colour kind and SH degree)."""
     first = gaussians[0]

@@ -53,10 +53,12 @@ COMMON_PRESETS: dict[str, dict] = {
 
 @dataclass
 class RouterOutput:
-    """image [C,H,W,3] (the mixture's colour), gates [K,C,H,W] (sum 1 over K where defined)."""
+    """image [C,H,W,3] (the mixture's colour), gates [K,C,H,W] (sum 1 over K where defined),
+    depth [C,H,W] (the mixture's depth: Σ_k G_k · D_k for a 2D blend)."""
 
     image: Tensor
     gates: Tensor
+    depth: Tensor | None = None
 
 
 ROUTERS: dict[str, type[Router]] = {}

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from ..blend import blend, pixel_rays, softmax_gates
+from ..blend import blend, blend_depth, pixel_rays, softmax_gates
 from ..pool import ExpertPool
 from .base import COMMON_PRESETS, Router, RouterConfig, RouterOutput, register_router
 
@@ -52,7 +52,7 @@ class PixelRouter(Router):
         t = views.t.expand(origins.shape[:-1])[..., None]
         logits = self.mlp(torch.cat([t, origins, dirs], -1)).permute(3, 0, 1, 2)  # [K,C,H,W]
         gates = softmax_gates(logits, temperature)
-        return RouterOutput(blend(views.images, gates), gates)
+        return RouterOutput(blend(views.images, gates), gates, blend_depth(views.outputs, gates))
 
     def param_groups(self) -> list[dict]:
         return [{"name": "mlp", "params": list(self.mlp.parameters())}]

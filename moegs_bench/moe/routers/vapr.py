@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 
 from ...optim.schedules import exp_decay
-from ..blend import blend, pixel_rays, softmax_gates
+from ..blend import blend, blend_depth, pixel_rays, softmax_gates
 from ..pool import ExpertPool
 from .base import COMMON_PRESETS, Router, RouterConfig, RouterOutput, per_gaussian, register_router
 
@@ -69,7 +69,7 @@ class VolumeAwarePixelRouter(Router):
         rays = torch.cat([origins, dirs], -1)[None].expand(k, -1, -1, -1, -1)
         logits = splat[..., 0] + self.phi(torch.cat([splat[..., 1:3], rays], -1))[..., 0]
         gates = softmax_gates(logits, temperature)
-        return RouterOutput(blend(views.images, gates), gates)
+        return RouterOutput(blend(views.images, gates), gates, blend_depth(views.outputs, gates))
 
     def param_groups(self) -> list[dict]:
         return [{"name": "w", "params": list(self.w) + list(self.w_dir)},

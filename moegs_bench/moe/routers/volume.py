@@ -10,10 +10,9 @@ import torch
 from torch import Tensor, nn
 
 from ...errors import ConfigError
-from ...experts.base import Expert
 from ...optim.schedules import exp_decay
 from ...render.backend import render
-from ...render.gaussians import Gaussians, concat
+from ...render.gaussians import concat, harmonise_sh
 from ..pool import ExpertPool
 from .base import COMMON_PRESETS, Router, RouterConfig, RouterOutput, per_gaussian, register_router
 
@@ -28,25 +27,6 @@ class VolumeConfig(RouterConfig):
     lr_w: float = 0.5
     lr_w_final_ratio: float = 0.01
     lr_w_decay_steps: int = 10_000
-
-
-def _is_rgb_expert(expert: Expert, g: Gaussians) -> bool:
-    return not expert.decodes_pixels and (g.sh is not None or g.features.shape[1] == 3)
-
-
-def _harmonise_sh(gaussians: list[Gaussians]) -> list[Gaussians]:
-    """SH sets of different active degrees as one degree: the unused bands are zero, so every
-    Gaussian's colour is unchanged (higher bands of a lower active degree are dropped)."""
-    if all(g.sh is None for g in gaussians):
-        return gaussians
-    degree = max(g.sh_degree for g in gaussians)
-    bases = (degree + 1) ** 2
-    out = []
-    for g in gaussians:
-        used = g.sh[:, : (g.sh_degree + 1) ** 2]
-        sh = torch.nn.functional.pad(used, (0, 0, 0, bases - used.shape[1]))
-        out.append(Gaussians(g.means, g.quats, g.scales, g.opacities, sh=sh, sh_degree=degree))
-    return out
 
 
 @register_router
@@ -76,14 +56,7 @@ class VolumeRouter(Router):
 
     @classmethod
     def check_pool(cls, pool: ExpertPool) -> None:
-        for k, (name, expert) in enumerate(zip(pool.names, pool.experts, strict=True)):
-            if not _is_rgb_expert(expert, pool.gaussians(k, 0, 0)):
-                raise ConfigError(f"--router volume: expert {name!r} splats learned features decoded per "
-                                  "pixel; the Volume Router can only concatenate RGB/SH experts")
-        kinds = {pool.gaussians(k, 0, 0).sh is None for k in range(len(pool))}
-        if len(kinds) > 1:
-            raise ConfigError("--router volume: the experts mix SH and RGB-feature colours; "
-                              "the Volume Router needs one colour kind")
+        pool.check_concatenable("--router volume", "the Volume Router")
 
     def gates_of(self, k: int) -> Tensor:
         """Per-Gaussian gates of expert k: [N_k] in (0,1)."""
@@ -94,7 +67,7 @@ class VolumeRouter(Router):
     def forward(self, pool: ExpertPool, cam: int, frame: int, temperature: float) -> RouterOutput:
         gs = pool.view_gaussians(cam, frame)
         self._check_sizes(gs)
-        gated = [g.with_opacities(g.opacities * self.gates_of(k)) for k, g in enumerate(_harmonise_sh(gs))]
+        gated = [g.with_opacities(g.opacities * self.gates_of(k)) for k, g in enumerate(harmonise_sh(gs))]
         k = len(gs)
         ids = torch.cat([torch.nn.functional.one_hot(torch.full((n,), i, device=gs[0].device), k).float()
                          for i, n in enumerate(self.sizes)])  # expert id per Gaussian
@@ -106,7 +79,7 @@ class VolumeRouter(Router):
         total = share.sum(0, keepdim=True)
         # uncovered pixels count as equal shares so that the gates always sum to 1
         gates = torch.where(total > 1e-6, share / total.clamp_min(1e-6), torch.full_like(share, 1.0 / k))
-        return RouterOutput(out.rgb, gates.detach())
+        return RouterOutput(out.rgb, gates.detach(), out.depth[..., 0])
 
     def param_groups(self) -> list[dict]:
         return [{"name": "w", "params": list(self.logits)}]

@@ -26,9 +26,10 @@ def _expert_methods() -> set[str]:
 
 def _mixture_methods() -> set[str]:
     from ...moe.baselines import BASELINES
+    from ...moe.responsibility import METHOD as FUSED
     from ...moe.routers import ROUTERS, router_names
 
-    return set(BASELINES) | {ROUTERS[n].method() for n in router_names()}
+    return set(BASELINES) | {ROUTERS[n].method() for n in router_names()} | {FUSED}
 
 
 def _run_table(df: pd.DataFrame, methods: set[str], columns: Mapping[str, str], table: str,
