@@ -13,6 +13,7 @@ from moegs_bench.moe.responsibility import (
     accumulate_responsibilities,
     fused_gaussians,
     gate_shares,
+    responsibility_by_regime,
     responsibility_stats,
 )
 from moegs_bench.moe.routers import build_router, router_config
@@ -95,3 +96,16 @@ def test_statistics_and_gate_shares(pool, router):
     assert present
     for r in present:  # gates sum to one at every pixel: so do their means over a regime
         assert shares[f"gate_a_{r}"] + shares[f"gate_b_{r}"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_responsibility_per_motion_regime(pool, router):
+    # catches: regimes from the wrong objects, unweighted means, unseen Gaussians counted
+    resp = accumulate_responsibilities(router, pool, split="test")
+    by_regime = responsibility_by_regime(resp, pool)
+    assert "resp_a_static" in by_regime and any(k.startswith("resp_b_") for k in by_regime)
+    for name, r, c in zip(pool.names, resp.values, resp.coverage, strict=True):
+        values = [v for k, v in by_regime.items() if k.startswith(f"resp_{name}_")]
+        assert all(0 <= v <= 1 for v in values)
+        # the regimes partition the seen Gaussians: the total lies between their weighted means
+        total = float((r.double() * c.double()).sum() / c.double().sum())
+        assert min(values) - 1e-9 <= total <= max(values) + 1e-9

@@ -30,6 +30,7 @@ from ..moe.responsibility import (
     accumulate_responsibilities,
     fused_renderer,
     gate_shares,
+    responsibility_by_regime,
     responsibility_stats,
 )
 from ..moe.routers import RouterConfig, build_router, get_router
@@ -295,6 +296,7 @@ def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *,
     metrics = dict(evaluation.summary)
     metrics["num_gaussians"] = float(sum(pool.sizes))
     metrics.update(responsibility_stats(resp, pool.names))
+    metrics.update(responsibility_by_regime(resp, pool))
     metrics.update(gate_shares(router, pool))
     notes = metric_notes(lpips)
     notes["resp"] = (f"responsibilities (Eq. 14) of {router_run.label}'s gates over every training ray; "

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from ..eval.evaluate import ViewOutput, ViewRenderer
+from ..eval.trajectories import assign_to_objects, truth_at
 from ..progress import Progress
 from ..render.backend import render
 from ..render.gaussians import Gaussians, concat, harmonise_sh
@@ -140,6 +141,29 @@ def responsibility_stats(resp: Responsibilities, names: list[str]) -> dict[str, 
     return out
 
 
+def responsibility_by_regime(resp: Responsibilities, pool: ExpertPool) -> dict[str, float]:
+    """On scenes with true object motion (synthetic): each expert's contribution-weighted mean
+    R̄ over its Gaussians in objects of each motion regime at frame 0 (the room and anything
+    in no object count as static), `resp_<label>_<regime>`; {} elsewhere."""
+    scene = pool.data.scene
+    rel, regimes = scene.gt.get("trajectories"), list(scene.gt.get("regimes", []))
+    if not rel or not regimes:
+        return {}
+    truth = truth_at(scene.root / rel, pool.data.times.cpu())  # poses at every frame; frame 0 is used
+    out = {}
+    for k, (name, r, c) in enumerate(zip(pool.names, resp.values, resp.coverage, strict=True)):
+        means = pool.gaussians(k, 0, 0).means.cpu()
+        ids = assign_to_objects(means, truth.centres[:, 0], truth.quats[:, 0], truth.scales[:, 0], truth.kinds)
+        static = regimes.index("static") if "static" in regimes else 0
+        regime = torch.where(ids >= 0, truth.regime_ids[ids.clamp_min(0)], torch.full_like(ids, static))
+        r, c = r.cpu().double(), c.cpu().double()
+        for i, label in enumerate(regimes):
+            mask = (regime == i) & (c > 0)
+            if mask.any():
+                out[f"resp_{name}_{label}"] = float((r[mask] * c[mask]).sum() / c[mask].sum())
+    return out
+
+
 def gate_shares(router: Router, pool: ExpertPool, split: str = "test") -> dict[str, float]:
     """Mean gate of each expert over the pixels of each motion regime of `split` (synthetic
     label maps): `gate_<label>_<regime>` — where the router sends each kind of motion."""
@@ -164,4 +188,5 @@ def gate_shares(router: Router, pool: ExpertPool, split: str = "test") -> dict[s
 
 
 __all__ = ["Responsibilities", "gated_contributions", "accumulate_responsibilities", "fused_gaussians",
-           "fused_renderer", "fused_depth", "responsibility_stats", "gate_shares", "METHOD", "UNSEEN"]
+           "fused_renderer", "fused_depth", "responsibility_stats", "responsibility_by_regime", "gate_shares",
+           "METHOD", "UNSEEN"]
