@@ -22,3 +22,17 @@ class ConfigError(MoegsError):
 
 class DeviceError(MoegsError):
     """A command needs hardware (CUDA) that this machine does not have."""
+
+
+class UnreadableFileError(MoegsError):
+    """A stored file (a model, a training state, a router) cannot be read back: missing,
+    truncated, damaged or not a file of the kind its name says."""
+
+    def __init__(self, path, problem: str):
+        self.path, self.problem = str(path), problem
+        super().__init__(f"{self.path}: {problem}")
+
+
+class StateWarning(UserWarning):
+    """Stored state could not be read and is rebuilt or left out (a training state discarded,
+    a run trained again, a run skipped by a report); the command line prints it as one line."""

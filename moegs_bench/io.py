@@ -10,10 +10,13 @@ import io
 import json
 import os
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from .errors import UnreadableFileError
 
 
 def _current_umask() -> int:
@@ -37,9 +40,11 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
             os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the usual permissions
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         if os.path.exists(tmp):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed write() names no file
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
         raise
     return path
 
@@ -77,3 +82,50 @@ def save_torch(path: str | os.PathLike, obj: Any) -> Path:
     buf = io.BytesIO()
     torch.save(obj, buf)
     return atomic_write_bytes(path, buf.getvalue())
+
+
+def torch_file_problem(path: str | os.PathLike) -> str | None:
+    """Why `path` is not an intact file written by `save_torch` (missing, not a torch archive,
+    a record failing its checksum, unpicklable), or None. Reads the whole file once; tensors
+    are memory-mapped, not loaded."""
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        return "file is missing"
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+        if bad is not None:
+            return f"damaged (record {bad} fails its checksum)"
+        torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except OSError:
+        raise  # permissions, I/O errors: the command line names the path and the cause
+    except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, the file is unreadable
+        return f"unreadable ({_first_line(exc)})"
+    return None
+
+
+def load_torch(path: str | os.PathLike, verify: bool = False) -> Any:
+    """torch.load of a file written by `save_torch`, on the CPU. verify: first check every
+    record's checksum (`torch_file_problem`), which catches damage unpickling alone would not.
+    UnreadableFileError naming the file when it is missing, truncated or damaged."""
+    import torch
+
+    path = Path(path)
+    problem = torch_file_problem(path) if verify else None
+    if problem is not None:
+        raise UnreadableFileError(path, problem)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=False)
+    except FileNotFoundError:
+        raise UnreadableFileError(path, "file is missing") from None
+    except OSError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever unpickling raises, the file is unreadable
+        raise UnreadableFileError(path, f"unreadable ({_first_line(exc)})") from None
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__

@@ -5,7 +5,11 @@ from __future__ import annotations
 import shutil
 
 import pytest
+
+# isort: off
+import moegs_bench  # noqa: F401  (before torch: it sets OpenMP's wait policy, read when torch loads)
 import torch
+# isort: on
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 

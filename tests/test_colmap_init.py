@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 
 from moegs_bench.data.colmap_init import (
     ColmapConfig,
+    FrameJob,
     downsample,
+    run_frame_job,
     triangulate_frames,
     triangulate_views,
     voxel_average,
@@ -164,3 +168,12 @@ def test_triangulation_needs_two_training_views(tmp_path):
     scene = make_scene(tmp_path, cams, [(0, 0, 0)])
     with pytest.raises(Exception, match="needs 2"):
         triangulate_frames(scene, [0])
+
+
+def test_a_worker_whose_parent_died_writes_nothing(tmp_path):
+    """A frame job carries the pid of the process that asked for it; a worker left behind by a
+    kill -9 (its parent pid is another) neither triangulates nor writes."""
+    job = FrameJob(0, str(tmp_path), ("a.png", "b.png"), ({}, {}), (0.0, 0.0), str(tmp_path / "frame.npz"),
+                   str(tmp_path / "work"), ColmapConfig().triangulation_key(), 1, parent=os.getppid() + 1)
+    assert run_frame_job(job) == (0, -1, 0.0)
+    assert not (tmp_path / "frame.npz").exists()

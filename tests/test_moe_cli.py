@@ -24,12 +24,14 @@ def cli(*args):
 
 
 def table_rows(stdout: str) -> dict[str, list[str]]:
-    """Markdown table rows printed by `run`: first cell (the method) -> the other cells."""
+    """Markdown table rows printed by `run`: first cell (the method) -> the other cells of its
+    first row (the experts and mixture tables come before the per-regime one)."""
     out = {}
     for line in stdout.splitlines():
         if line.startswith("| ") and not line.startswith("| ---"):
             cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            out[cells[0].removesuffix(" [uncommitted]")] = cells[1:]  # a checkout with edits marks rows
+            # a checkout with edits marks rows
+            out.setdefault(cells[0].removesuffix(" [uncommitted]"), cells[1:])
     return out
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from moegs_bench.cli.prepare import datasets_cmd, prepare
 from moegs_bench.data.datasets import list_datasets, load_dataset, load_dataset_file
+from moegs_bench.data.fingerprints import changed_inputs, file_fingerprint
 from moegs_bench.data.formats import RawScene, parse_frame_range, select_frames
 from moegs_bench.data.prepare import (
     PrepareOptions,
@@ -162,3 +165,54 @@ def test_colmap_frames_error_comes_before_any_write(tmp_path):
     with pytest.raises(ConfigError):
         prepare_raw_scene(_raw(range(4)), tmp_path / "out", PrepareOptions(colmap_frames="50:60"))
     assert not (tmp_path / "out").exists()
+
+
+def test_a_reflected_camera_from_any_reader_is_rejected_before_writing(tmp_path):
+    raw = _raw(range(2), cams=3)
+    w2c = raw.cameras[1].w2c.copy()
+    w2c[0, :3] *= -1  # orthonormal, determinant -1
+    raw.cameras[1] = Camera("cam01", raw.cameras[1].K, w2c, 8, 6)
+    with pytest.raises(SceneFormatError, match="camera cam01: rotation is a reflection"):
+        prepare_raw_scene(raw, tmp_path / "out", PrepareOptions(colmap=False))
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_reader_that_names_no_files_is_extracted_on_every_run(tmp_path):
+    """Without fingerprints nothing can be vouched for: the frames are made again."""
+    log: list[str] = []
+    prepare_raw_scene(_raw(range(2)), tmp_path, PrepareOptions(colmap=False), log=log.append)
+    image = tmp_path / "toy" / "frames" / "cam00" / "00000.png"
+    os.utime(image, ns=(0, 0))  # a rewritten file (renamed into place) has a current mtime
+    log.clear()
+    prepare_raw_scene(_raw(range(2)), tmp_path, PrepareOptions(colmap=False), log=log.append)
+    assert image.stat().st_mtime_ns != 0
+    assert any("redo (the reader names no input files)" in line for line in log)
+    read_scene(tmp_path / "toy")
+
+
+def test_file_fingerprints(tmp_path):
+    path = tmp_path / "v.bin"
+    data = bytearray(np.random.default_rng(0).integers(0, 256, 3 << 20, dtype=np.uint8).tobytes())
+    path.write_bytes(bytes(data))
+    media, content = file_fingerprint(path, exact=False), file_fingerprint(path, exact=True)
+    assert media["kind"] == "media" and content["kind"] == "content" and media["size"] == 3 << 20
+
+    def edited(offset):
+        changed = bytearray(data)
+        changed[offset] ^= 0xFF
+        path.write_bytes(bytes(changed))
+        st = path.stat()
+        os.utime(path, ns=(st.st_atime_ns, media["mtime_ns"]))  # same mtime: only the bytes differ
+        return file_fingerprint(path, exact=False), file_fingerprint(path, exact=True)
+
+    for offset in (10, len(data) - 10):  # the first and the last MiB are hashed
+        m, c = edited(offset)
+        assert changed_inputs({"v": media}, {"v": m}) == ["v changed (content)"]
+        assert changed_inputs({"v": content}, {"v": c}) == ["v changed (content)"]
+    m, c = edited(len(data) // 2)  # the middle of a large media file: only mtime and size guard it
+    assert changed_inputs({"v": media}, {"v": m}) == []
+    assert changed_inputs({"v": content}, {"v": c}) == ["v changed (content)"]
+    path.write_bytes(bytes(data))  # same bytes, new mtime: a change for media, not for content
+    assert changed_inputs({"v": media}, {"v": file_fingerprint(path, False)}) == ["v changed (modification time)"]
+    assert changed_inputs({"v": content}, {"v": file_fingerprint(path, True)}) == []
+    assert changed_inputs({"a": media}, {"b": media}) == ["a is no longer read", "b is new"]

@@ -268,14 +268,45 @@ def test_results_table(tmp_path):
 def test_results_empty_and_corrupt(tmp_path):
     df = results(tmp_path / "none")
     assert list(df.columns) == RESULT_COLUMNS and len(df) == 0
+    st = RunStore(tmp_path)
+    good = _finish(st, RunId("d", "s", "good"), "k", {"psnr": 2.0})
+    run = _finish(st, RunId("d", "s", "m"), "k", {"psnr": 1.0})
+    for name, text in [("summary.json", "[]"), ("summary.json", '{"metrics": {"psnr": "x"}}'),
+                       ("timings.json", "[1, 2]"), ("config.json", "{broken"), ("config.json", "[]")]:
+        run.save_summary({"psnr": 1.0})
+        run.save_timings({"train": 1.0})
+        (run.dir / "config.json").write_text(json.dumps({"key": "k"}))
+        (run.dir / name).write_text(text)
+        with pytest.warns(store.StateWarning, match=f"skipped run {run.dir}: .*{name}"):
+            df = results(tmp_path)
+        assert set(df["run_dir"]) == {str(good.dir)}, name  # the rest is still reported
+        with pytest.warns(store.StateWarning, match=name):
+            assert set(notes(tmp_path)["run_dir"]) <= {str(good.dir)}
+        assert st.state(run.run_id, "k") == "unreadable" and st.find(run.run_id, "k") is None, name
+        assert run.problem() is not None and name in run.problem()
+    assert good.problem() is None and st.state(good.run_id, "k") == "done"
+
+
+def test_a_folder_that_names_no_run_is_skipped(tmp_path):
+    _finish(RunStore(tmp_path), RunId("d", "s", "m"), "k", {"psnr": 1.0})
+    odd = tmp_path / "d" / "s" / "m" / "default" / "seedx"
+    odd.mkdir()
+    (odd / "DONE").write_text("now\n")
+    with pytest.warns(store.StateWarning, match="seedx"):
+        assert len(results(tmp_path)) == 3  # psnr and two timings of the one real run
+
+
+def test_unreadable_analysis_is_left_out_and_measured_again(tmp_path):
     run = _finish(RunStore(tmp_path), RunId("d", "s", "m"), "k", {"psnr": 1.0})
-    (run.dir / "summary.json").write_text("[]")
-    with pytest.raises(RunStoreError, match="summary.json"):
-        results(tmp_path)
-    run.save_summary({"psnr": 1.0})
-    (run.dir / "timings.json").write_text("[1, 2]")
-    with pytest.raises(RunStoreError, match="timings.json"):
-        results(tmp_path)
+    run.save_analysis("mdc", {"mdc": 0.5}, {"frames": 2})
+    run.save_analysis("tracks", {"speed": 1.5}, {})
+    assert run.load_analysis("mdc", {"frames": 2})["metrics"] == {"mdc": 0.5}
+    (run.dir / "analysis" / "mdc.json").write_text('{"settings": {"frames": 2}, "metrics": {"mdc": "x"}')
+    with pytest.warns(store.StateWarning, match="mdc.json"):
+        assert run.load_analysis("mdc", {"frames": 2}) is None  # so the analysis runs again
+    with pytest.warns(store.StateWarning, match="mdc.json"):
+        df = results(tmp_path)
+    assert "speed" in set(df["metric"]) and "mdc" not in set(df["metric"])  # the run stays
 
 
 def test_write_results_table_is_atomic_and_roundtrips(tmp_path):
@@ -294,3 +325,21 @@ def test_write_results_table_is_atomic_and_roundtrips(tmp_path):
     assert leftovers == []
     with pytest.raises(RunStoreError, match="results.csv"):
         read_results_table(tmp_path / "elsewhere")
+
+
+def test_a_truncated_results_table_is_refused_and_rebuilt(tmp_path):
+    st = RunStore(tmp_path)
+    for m in ("a", "b"):
+        _finish(st, RunId("d", "s", m), "k", {"psnr": 25.0, "ssim": 0.9})
+    path = write_results_table(tmp_path)
+    whole = path.read_text()
+    for cut in (len(whole) - 1, whole.index("\n", len(whole) // 2) + 20, len(whole) // 3):
+        path.write_text(whole[:cut])
+        with pytest.raises(RunStoreError, match="results.csv"):
+            read_results_table(tmp_path)
+    lines = whole.splitlines(keepends=True)
+    path.write_text(lines[0] + lines[1].split(",")[0] + ",s,a,default,0,psnr,,x\n")  # row lost its value
+    with pytest.raises(RunStoreError, match=r"results.csv:2: incomplete row"):
+        read_results_table(tmp_path)
+    write_results_table(tmp_path)  # rebuilt from the runs
+    assert path.read_text() == whole and len(read_results_table(tmp_path)[0]) == 8

@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 
 from ..data.load import SceneData
@@ -68,11 +69,24 @@ def run_mdc(expert_runs: Sequence[StoredRun], mixture_runs: Sequence[StoredRun],
         tally.advance()
 
 
+def first_test_view(data: SceneData) -> dict[str, np.ndarray]:
+    """The first test view's camera, for drawing tracks in it (report figures): view_camera
+    (name), view_K [3,3], view_w2c [4,4] (world-to-camera, OpenCV), view_size [W,H]; {} when
+    the scene has no test view."""
+    views = data.splits.get("test")
+    if views is None or len(views) == 0:
+        return {}
+    c = int(views.cams[0])
+    return {"view_camera": np.array(data.scene.cameras[c].name), "view_K": data.Ks[c].cpu().numpy(),
+            "view_w2c": data.viewmats[c].cpu().numpy(), "view_size": np.array([data.width, data.height])}
+
+
 def run_trajectories(expert_runs: Sequence[StoredRun], data: SceneData, settings: AnalysisSettings,
                      progress: ProgressFactory | None = None) -> None:
     """Tracks of a sample of each expert's Gaussians over every frame, their statistics (per
     motion regime and against the true object motion on synthetic scenes), stored with each
-    expert run as analysis `trajectories` (and the tracks, analysis/trajectories.npz)."""
+    expert run as analysis `trajectories` (and the tracks with the first test view's camera,
+    analysis/trajectories.npz)."""
     config = {"gaussians": settings.trajectory_gaussians, "seed": settings.seed}
     rel = data.scene.gt.get("trajectories")
     truth = data.scene.root / rel if rel else None  # the synthetic scenes' object motion
@@ -87,9 +101,10 @@ def run_trajectories(expert_runs: Sequence[StoredRun], data: SceneData, settings
                 with torch.no_grad():
                     result = track_trajectories(expert.gaussians_at, data.times, truth=truth,
                                                 n=settings.trajectory_gaussians, seed=settings.seed)
-                save_npz(run.run.dir / "analysis" / "trajectories.npz", **result.arrays())
+                save_npz(run.run.dir / "analysis" / "trajectories.npz", **result.arrays(),
+                         **first_test_view(data))
                 run.run.save_analysis("trajectories", result.metrics, config, result.notes)
         tally.advance()
 
 
-__all__ = ["ANALYSES", "AnalysisSettings", "run_mdc", "run_trajectories"]
+__all__ = ["ANALYSES", "AnalysisSettings", "run_mdc", "run_trajectories", "first_test_view"]

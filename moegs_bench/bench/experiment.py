@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..config import ROUTER_SIZE_PRESETS, choose_preset, scoped_overrides
-from ..data.datasets import dataset_expert_sets, dataset_router_preset
+from ..data.datasets import dataset_default_experts, dataset_expert_sets, dataset_router_preset
 from ..data.load import SceneData, load_scene
 from ..data.scene import is_prepared_scene
 from ..data.synthetic import SCENES, generate_synthetic, synthetic_scene_dir
@@ -23,11 +23,15 @@ from ..device import resolve_device
 from ..errors import ConfigError
 from ..eval.metrics import LPIPSMetric
 from ..experts.registry import available_experts, check_labels, get_expert, split_label
+from ..moe.distill import DistillConfig
 from ..moe.routers import RouterConfig, get_router, router_config, router_names
 from ..progress import ProgressFactory, task
 from .analysis import ANALYSES, AnalysisSettings, run_mdc, run_trajectories
+from .distill import distill_seeds, run_distillation, weighting_plan
 from .harness import StoredRun, lpips_metric, run_labeled_expert, run_moe
 from .store import RunStore, write_results_table
+
+DEFAULT_ROUTER = "vapr"  # the paper's Volume-aware Pixel Router: what `run` mixes by default
 
 
 @dataclass
@@ -36,9 +40,12 @@ class Experiment:
 
     scene: a prepared scene folder or a synthetic scene name (rig, size, seed choose which);
     experts: comma-separated labels (`name` or `name@preset`), a paper set size "2"/"3"/"4"
-    (the scene's dataset file names the set), or None for every available expert;
+    (the scene's dataset file names the set), "all" (every available expert), or None for the
+    dataset file's `default_experts` set (every available expert without one);
     overrides: `KEY=VALUE` or `LABEL:KEY=VALUE` expert settings; routers: names, "all" or
-    "none" (comma-separated); router_overrides likewise for the routers (scoped by router name).
+    "none" (comma-separated), or None: the VAPR over the default expert set, none when
+    `experts` is given (`router_spec`); router_overrides likewise for the routers (scoped by
+    router name). With routers, the baselines (uniform average, oracles) run too.
     """
 
     scene: str = "mixed"
@@ -48,7 +55,7 @@ class Experiment:
     experts: str | None = None
     preset: str | None = None
     overrides: tuple[str, ...] = ()
-    routers: str = "none"
+    routers: str | None = None  # None: DEFAULT_ROUTER when `experts` is None, else none
     router_preset: str | None = None
     router_overrides: tuple[str, ...] = ()
     force: bool = False
@@ -62,6 +69,16 @@ class Experiment:
     mdc_frames: int | None = None  # MDC over this many evenly spaced frames (None: every frame)
     mdc_pairs: int | None = None  # at most this many ordered camera pairs per frame (None: all)
     trajectory_gaussians: int = 2000  # Gaussians tracked per expert
+    # distillation (MoE-GS Eq. 11; bench/distill.py): retrain every expert on the mixture of
+    # `distill_router`, beside a ground-truth retraining, at seeds seed+1 .. seed+distill_seeds
+    distill: bool = False
+    distill_router: str = "vapr"
+    distill_weighting: str = "routing"  # routing (G' masks), none ("w/o weight"), both; LABEL:KIND for one
+    distill_seeds: int = 1
+    distill_lambda: float | None = None  # Eq. 11's λ (None: moe.distill.DistillConfig's)
+    # only these (label, seed, kind) retrainings, kind "retrained"/"routing"/"none": lets
+    # several processes share one study's work (None: all of them)
+    distill_only: tuple[tuple[str, int, str], ...] | None = None
 
 
 @dataclass
@@ -74,6 +91,7 @@ class ExperimentResult:
     experts: list[StoredRun]
     mixtures: list[StoredRun] = field(default_factory=list)
     lpips: LPIPSMetric | None = None
+    distilled: list[StoredRun] = field(default_factory=list)  # retrained and distilled experts
 
 
 def default_size(device: torch.device) -> str:
@@ -102,11 +120,15 @@ def resolve_scene(exp: Experiment, device: torch.device, progress: ProgressFacto
 
 
 def resolve_experts(spec: str | None, dataset: str) -> list[str]:
-    """Expert labels from --experts: None (every available expert), a set size N (the
-    dataset's `[expert_sets]` in moegs_bench/datasets/<dataset>.toml), or comma-separated labels."""
+    """Expert labels from --experts: None (the dataset file's `default_experts` set; every
+    available expert without one), "all", a set size N (the dataset's `[expert_sets]` in
+    moegs_bench/datasets/<dataset>.toml), or comma-separated labels."""
     if spec is None:
-        return available_experts()
+        default = dataset_default_experts(dataset)
+        return available_experts() if default is None else resolve_experts(str(default), dataset)
     spec = spec.strip()
+    if spec == "all":
+        return available_experts()
     if spec.isdigit():
         sets = dataset_expert_sets(dataset)
         if int(spec) not in sets:
@@ -115,6 +137,14 @@ def resolve_experts(spec: str | None, dataset: str) -> list[str]:
                               f"(moegs_bench/datasets/{dataset}.toml [expert_sets]: {have})")
         return check_labels(list(sets[int(spec)]), f"--experts {spec}")
     return check_labels([s.strip() for s in spec.split(",") if s.strip()], f"--experts {spec}")
+
+
+def router_spec(exp: Experiment) -> str:
+    """--router as given; without it the VAPR when the experts are the default set (the
+    no-argument run shows a mixture), none when --experts names them (stage 1 only)."""
+    if exp.routers is not None:
+        return exp.routers
+    return DEFAULT_ROUTER if exp.experts is None else "none"
 
 
 def resolve_routers(spec: str) -> list[str]:
@@ -161,14 +191,17 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
     """Run `exp`: scene, experts, then (with routers) baselines, routers and the fused model;
     then the analyses; store everything and rewrite the store's results table. progress: one
     task per training; log: one-line messages (what is being prepared)."""
-    routers = resolve_routers(exp.routers)  # a bad --router fails before any training
+    routers = resolve_routers(router_spec(exp))  # a bad --router fails before any training
     analyses = resolve_analyses(exp.analyses)
     if "fusion" in analyses and exp.fuse_router not in routers:
         raise ConfigError(f"--analysis fusion: needs the router whose gates it lifts (--router {exp.fuse_router})")
+    distill = _distill_settings(exp, routers) if exp.distill else None
     device = resolve_device(exp.device)
     root = resolve_scene(exp, device, progress, log)
     data = load_scene(root, device, with_gt=True)
     labels = resolve_experts(exp.experts, data.scene.dataset)
+    if distill is not None:
+        weighting_plan(exp.distill_weighting, labels)  # a label outside the set fails before training
     configs = {label: get_expert(split_label(label)[0]).Config for label in labels}
     expert_sets = scoped_overrides(list(exp.overrides), labels, configs, "--set")
     router_cfgs = router_configs(routers, exp.router_preset, exp.router_overrides, data) if routers else {}
@@ -183,6 +216,13 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
         mixtures = run_moe(experts, data, store, router_cfgs, seed=exp.seed, force=exp.force, lpips=lpips,
                            progress=progress, fuse=exp.fuse_router if "fusion" in analyses else None)
         write_results_table(exp.runs_dir)
+    distilled = []
+    if distill is not None:
+        router_run = next(m for m in mixtures if m.label == get_router(exp.distill_router).method())
+        distilled = run_distillation(experts, router_run, data, store, seed=exp.seed, seeds=exp.distill_seeds,
+                                     weighting=exp.distill_weighting, cfg=distill, force=exp.force, lpips=lpips,
+                                     progress=progress, only=exp.distill_only)
+        write_results_table(exp.runs_dir)
     settings = AnalysisSettings(exp.mdc_frames, exp.mdc_pairs, exp.trajectory_gaussians, exp.seed)
     if "mdc" in analyses:
         run_mdc(experts, mixtures, data, settings, progress=progress)
@@ -190,8 +230,18 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
         run_trajectories(experts, data, settings, progress=progress)
     if {"mdc", "trajectories"} & set(analyses):
         write_results_table(exp.runs_dir)
-    return ExperimentResult(data, store, experts, mixtures, lpips)
+    return ExperimentResult(data, store, experts, mixtures, lpips, distilled)
 
 
-__all__ = ["Experiment", "ExperimentResult", "default_size", "resolve_scene", "resolve_experts",
-           "resolve_routers", "resolve_analyses", "router_configs", "run_experiment"]
+def _distill_settings(exp: Experiment, routers: list[str]) -> DistillConfig:
+    """--distill's settings, checked before any training (ConfigError naming the option)."""
+    if exp.distill_router not in routers:
+        raise ConfigError(f"--distill: learns from router {exp.distill_router}'s mixture, which is not trained "
+                          f"here (--router {exp.distill_router})")
+    weighting_plan(exp.distill_weighting)
+    distill_seeds(exp.seed, exp.distill_seeds)
+    return DistillConfig() if exp.distill_lambda is None else DistillConfig(lam=exp.distill_lambda)
+
+
+__all__ = ["DEFAULT_ROUTER", "Experiment", "ExperimentResult", "default_size", "resolve_scene",
+           "resolve_experts", "router_spec", "resolve_routers", "resolve_analyses", "router_configs", "run_experiment"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -15,14 +16,14 @@ import torch
 from ..config import choose_preset, to_dict
 from ..data.datasets import dataset_presets, dataset_segment_frames
 from ..data.load import SceneData
-from ..errors import ConfigError
+from ..errors import ConfigError, StateWarning
 from ..eval.evaluate import Evaluation, evaluate_methods, evaluate_views
 from ..eval.metrics import LPIPSMetric, metric_notes
 from ..eval.perf import storage_mb
 from ..experts.registry import expert_config, get_expert, split_label
 from ..experts.segments import SegmentedExpert, load_expert, segment_ranges
 from ..experts.views import expert_view_renderer
-from ..io import atomic_write_json, save_torch
+from ..io import atomic_write_json, save_torch, torch_file_problem
 from ..moe.baselines import BASELINES, baseline_renderers, oracle_gain_share
 from ..moe.pool import ExpertPool
 from ..moe.responsibility import METHOD as FUSED
@@ -37,6 +38,7 @@ from ..moe.routers import RouterConfig, build_router, get_router
 from ..moe.train_router import load_router, router_renderer, save_router, train_router
 from ..progress import ProgressFactory, task
 from ..train.loop import TrainResult, train_expert
+from . import efficiency as eff
 from .store import Run, RunId, RunStore, code_fingerprint, content_key, scene_fingerprint
 
 
@@ -102,7 +104,7 @@ def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
         run_config["segment_frames"] = segment_frames
     key = content_key(run_config, scene_fingerprint(data.scene.root), code_fingerprint())
     run_id = RunId(data.scene.dataset, data.scene.name, name, variant, seed)
-    if not force and (run := store.find(run_id, key)) is not None:
+    if not force and (run := store.reuse(run_id, key, ["model.pt"])) is not None:
         return StoredRun.load(label, run)
     run = None if force else store.resume(run_id, key)
     run = run or store.begin(run_id, key, run_config)
@@ -126,7 +128,9 @@ def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
         metrics["segments"] = float(len(ranges))
     if result.peak_memory_mb is not None:
         metrics["train_peak_memory_mb"] = result.peak_memory_mb
-    return _finish(run, label, evaluation, metrics, metric_notes(lpips),
+    speed, speed_notes = eff.expert_efficiency(expert, data, cfg.train.background)
+    metrics.update(speed)
+    return _finish(run, label, evaluation, metrics, {**metric_notes(lpips), **speed_notes},
                    {"train": result.seconds, "eval": evaluation.seconds})
 
 
@@ -148,9 +152,9 @@ def _train_segments(name: str, cfg, data: SceneData, ranges: list[tuple[int, int
     models, results = [], []
     for k, (start, end) in enumerate(ranges):
         model_path, summary = run.checkpoint_path(f"segments/{k:02d}.pt"), run.checkpoint_path(f"segments/{k:02d}.json")
-        if model_path.is_file() and summary.is_file():
-            models.append(load_expert(model_path, data.device))
-            results.append(TrainResult(**json.loads(summary.read_text())))
+        if (kept := _kept_segment(model_path, summary, data.device)) is not None:
+            models.append(kept[0])
+            results.append(kept[1])
             continue
         part = data.temporal_segment(start, end)
         expert, result = _train_model(name, cfg, part, seed, run, f"segments/{k:02d}_state.pt",
@@ -161,6 +165,23 @@ def _train_segments(name: str, cfg, data: SceneData, ranges: list[tuple[int, int
         results.append(result)
         del part  # its images are a copy on the device
     return SegmentedExpert(models, [data.segment_span(s, e) for s, e in ranges]), combine_results(results)
+
+
+def _kept_segment(model_path: Path, summary: Path, device: torch.device) -> tuple | None:
+    """(model, TrainResult) of a segment an interrupted run finished, or None: not finished,
+    or unreadable (a StateWarning names the file; the segment is trained again)."""
+    if not (model_path.is_file() and summary.is_file()):
+        return None
+    problem = torch_file_problem(model_path)
+    if problem is None:
+        try:
+            return load_expert(model_path, device), TrainResult(**json.loads(summary.read_text()))
+        except (ValueError, TypeError) as exc:  # a damaged summary: JSON or its fields
+            problem = f"{summary}: {exc}"
+    else:
+        problem = f"{model_path}: {problem}"
+    warnings.warn(StateWarning(f"{problem}; training the segment again"), stacklevel=3)
+    return None
 
 
 def combine_results(results: Sequence[TrainResult]) -> TrainResult:
@@ -224,15 +245,17 @@ def run_baselines(inputs: MixtureInputs, store: RunStore, *, seed: int = 0, forc
     are unchanged, unless `force`."""
     key = content_key({"stage": "baselines", "experts": inputs.expert_keys}, inputs.scene_fp, inputs.code)
     ids = {m: inputs.run_id(m, seed) for m in BASELINES}
-    found = {m: None if force else store.find(i, key) for m, i in ids.items()}
+    found = {m: None if force else store.reuse(i, key) for m, i in ids.items()}
     if all(found.values()):
         return [StoredRun.load(m, run) for m, run in found.items()]
     runs = {m: store.begin(i, key, {"method": m, "experts": inputs.expert_keys}) for m, i in ids.items()}
     evals = evaluate_methods(baseline_renderers(inputs.pool, list(ids)), inputs.data, "test", lpips,
                              {m: r.dir for m, r in runs.items()} if save_images else None)
+    sizes = eff.mixture_sizes(inputs.expert_runs)
+    speed = {m: eff.baseline_efficiency(m, inputs.pool) for m in ids}
     # one pass evaluated every baseline: its time is stored as such, not split between them
-    return [_finish(runs[m], m, evals[m], dict(evals[m].summary), metric_notes(lpips),
-                    {"baselines_eval": evals[m].seconds}) for m in ids]
+    return [_finish(runs[m], m, evals[m], {**evals[m].summary, **sizes, **speed[m][0]},
+                    {**metric_notes(lpips), **speed[m][1]}, {"baselines_eval": evals[m].seconds}) for m in ids]
 
 
 def run_router(name: str, inputs: MixtureInputs, store: RunStore, cfg: RouterConfig, *, seed: int = 0,
@@ -246,7 +269,7 @@ def run_router(name: str, inputs: MixtureInputs, store: RunStore, cfg: RouterCon
     run_config = {"router": name, "experts": inputs.expert_keys, "seed": seed, "config": to_dict(cfg)}
     key = content_key(run_config, inputs.scene_fp, inputs.code)
     run_id = inputs.run_id(method, seed)
-    if not force and (run := store.find(run_id, key)) is not None:
+    if not force and (run := store.reuse(run_id, key, ["router.pt"])) is not None:
         return StoredRun.load(method, run)
     pool = inputs.pool
     run = store.begin(run_id, key, run_config)
@@ -267,6 +290,9 @@ def run_router(name: str, inputs: MixtureInputs, store: RunStore, cfg: RouterCon
         notes["oracle_gain_share"] = "undefined: the per-pixel oracle is no better than the best expert"
     else:
         metrics["oracle_gain_share"] = share
+    speed, speed_notes = eff.router_efficiency(router, pool)
+    metrics.update({**eff.mixture_sizes(inputs.expert_runs, run.checkpoint_path("router.pt")), **speed})
+    notes.update(speed_notes)
     return _finish(run, method, evaluation, metrics, notes, {"train": trained.seconds, "eval": evaluation.seconds})
 
 
@@ -281,7 +307,7 @@ def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *,
     run_config = {"stage": "fusion", "router": router_run.label, "router_key": router_key}
     key = content_key(run_config, inputs.scene_fp, inputs.code)
     run_id = inputs.run_id(FUSED, seed)
-    if not force and (run := store.find(run_id, key)) is not None:
+    if not force and (run := store.reuse(run_id, key, ["responsibilities.pt"])) is not None:
         return StoredRun.load(FUSED, run)
     pool = inputs.pool
     pool.check_concatenable(FUSED, "the fused model")
@@ -294,6 +320,8 @@ def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *,
     evaluation = evaluate_views(fused_renderer(pool, resp), inputs.data, "test", lpips,
                                 save_dir=run.dir if save_images else None)
     metrics = dict(evaluation.summary)
+    speed, speed_notes = eff.fused_efficiency(pool, resp)
+    metrics.update({**eff.mixture_sizes(inputs.expert_runs, run.checkpoint_path("responsibilities.pt")), **speed})
     metrics["num_gaussians"] = float(sum(pool.sizes))
     metrics.update(responsibility_stats(resp, pool.names))
     metrics.update(responsibility_by_regime(resp, pool))
@@ -301,6 +329,7 @@ def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *,
     notes = metric_notes(lpips)
     notes["resp"] = (f"responsibilities (Eq. 14) of {router_run.label}'s gates over every training ray; "
                      "resp_weighted_<expert>: contribution-weighted mean R̄")
+    notes.update(speed_notes)
     return _finish(run, FUSED, evaluation, metrics, notes, {"responsibilities": seconds, "eval": evaluation.seconds})
 
 

@@ -1,7 +1,7 @@
 """The run store (docs/results.md): every run is a directory, every result a tidy row.
 
     <root>/<dataset>/<scene>/<method>/<variant>/seed<k>/
-        config.json      config, content key, seed, code version, created time, host
+        config.json      config, content key, seed, code version, created time, host, command
         timings.json     phase -> seconds
         per_image.csv    one row per test image: camera, frame, metric columns
         summary.json     {"metrics": {name: value}, "notes": {name: text}}
@@ -10,9 +10,10 @@
         analysis/<name>.json  analyses of the completed run (MDC, trajectories, ...): their
                          settings and metrics, reported as metrics of the run
 
-A run is reused only when it is complete and its stored content key equals the key of the
-requested run (`content_key` over config + data fingerprint + code fingerprint).
-`results(root)` scans completed runs into one tidy table: one row per (run, metric).
+A run is reused only when it is complete, readable and its stored content key equals the key
+of the requested run (`content_key` over config + data fingerprint + code fingerprint).
+`results(root)` scans completed runs into one tidy table: one row per (run, metric); a run
+whose files cannot be read back is left out with a `StateWarning` naming it.
 """
 
 from __future__ import annotations
@@ -26,8 +27,11 @@ import json
 import math
 import os
 import platform
+import shlex
 import shutil
 import subprocess
+import sys
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,8 +42,8 @@ import pandas as pd
 
 from .. import __version__
 from ..data.scene import SCENE_FILE, read_scene
-from ..errors import ConfigError, MoegsError, SceneFormatError
-from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..errors import ConfigError, MoegsError, SceneFormatError, StateWarning
+from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, torch_file_problem
 
 CONFIG_FILE = "config.json"
 TIMINGS_FILE = "timings.json"
@@ -230,6 +234,15 @@ def host_info() -> dict[str, str]:
     return info
 
 
+def command_line(argv: Sequence[str] | None = None) -> str:
+    """The command that started this process (default `sys.argv`) as one shell-quoted line, the
+    program by its name (`moegs-bench run ...`; `python -m moegs_bench ...` for the module)."""
+    args = [str(a) for a in (sys.argv if argv is None else argv)] or [""]
+    prog = Path(args[0])
+    head = ["python", "-m", prog.parent.name] if prog.name == "__main__.py" else [prog.name]
+    return shlex.join(head + args[1:])
+
+
 def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
@@ -405,6 +418,19 @@ class Run:
     def load_per_image(self) -> pd.DataFrame:
         return pd.read_csv(self.dir / PER_IMAGE_FILE)
 
+    def problem(self) -> str | None:
+        """Why this run's record cannot be read back (config.json, summary.json or
+        timings.json missing or malformed), or None when it can."""
+        try:
+            config = self.load_config()
+            if not isinstance(config, dict) or not isinstance(config.get("key"), str):
+                raise RunStoreError(f"{self.dir / CONFIG_FILE}: no content key")
+            self.load_summary()
+            self.load_timings()
+        except RunStoreError as exc:
+            return str(exc)
+        return None
+
     def save_analysis(self, name: str, metrics: Mapping[str, float], settings: Mapping[str, Any],
                       notes: Mapping[str, str] | None = None) -> Path:
         """analysis/<name>.json: what an analysis of this completed run measured (finite
@@ -422,14 +448,32 @@ class Run:
         path = self.dir / ANALYSIS_DIR / f"{name}.json"
         if not path.is_file():
             return None
-        record = _read_json(path)
+        record = _read_analysis(path)
+        if record is None:
+            return None  # unreadable: measured again, and rewritten
         if settings is not None and record.get("settings") != json.loads(canonical_json(settings)):
             return None
         return record
 
     def analyses(self) -> dict[str, dict]:
-        """Every stored analysis of this run: name -> record."""
-        return {p.stem: _read_json(p) for p in sorted((self.dir / ANALYSIS_DIR).glob("*.json"))}
+        """Every readable stored analysis of this run: name -> record (an unreadable one is
+        left out with a StateWarning)."""
+        records = {p.stem: _read_analysis(p) for p in sorted((self.dir / ANALYSIS_DIR).glob("*.json"))}
+        return {name: record for name, record in records.items() if record is not None}
+
+
+def _read_analysis(path: Path) -> dict | None:
+    """An analysis record with finite numeric metrics, or None (and a StateWarning) if not."""
+    try:
+        record = _read_json(path)
+        if not isinstance(record, dict) or not all(isinstance(record.get(k, {}), dict) for k in ("metrics", "notes")):
+            raise RunStoreError(f"{path}: expected an object with metrics and notes")
+        for name, value in record.get("metrics", {}).items():
+            _finite(f"metric {name!r}", value, str(path))
+    except (RunStoreError, ValueError) as exc:
+        warnings.warn(StateWarning(f"analysis left out, measured again when asked for: {exc}"), stacklevel=3)
+        return None
+    return record
 
 
 # -- the store ---------------------------------------------------------------------------------
@@ -438,6 +482,11 @@ class RunStore:
 
     def __init__(self, root: str | Path):
         self.root = Path(root)
+        for folder in (self.root, *self.root.parents):  # the nearest existing one must be a folder
+            if folder.exists():
+                if not folder.is_dir():
+                    raise RunStoreError(f"{self.root}: cannot hold runs, {folder} is not a folder")
+                break
 
     def run_dir(self, run_id: RunId) -> Path:
         return self.root / run_id.relpath
@@ -451,19 +500,44 @@ class RunStore:
         return key if isinstance(key, str) else None
 
     def state(self, run_id: RunId, key: str) -> str:
-        """ "missing", "incomplete" (started, no DONE), "stale" (done, other key) or "done"."""
+        """ "missing", "incomplete" (started, no DONE), "unreadable" (done, but its config,
+        summary or timings cannot be read: `Run.problem`), "stale" (done, other key) or "done"."""
         run_dir = self.run_dir(run_id)
         if not run_dir.exists():
             return "missing"
         if not (run_dir / DONE_FILE).is_file():
             return "incomplete"
+        if Run(run_dir, run_id).problem() is not None:
+            return "unreadable"
         return "done" if self.stored_key(run_id) == key else "stale"
 
     def find(self, run_id: RunId, key: str) -> Run | None:
-        """The completed run with this content key, or None (absent, unfinished or stale)."""
+        """The completed run with this content key, or None (absent, unfinished, unreadable
+        or stale)."""
         if self.state(run_id, key) != "done":
             return None
         return Run(self.run_dir(run_id), run_id)
+
+    def reuse(self, run_id: RunId, key: str, checkpoints: Sequence[str] = ()) -> Run | None:
+        """`find` for a caller that trains otherwise: the completed run with this key whose
+        record and checkpoints (`checkpoints/<name>` for each name given) can be read back
+        (`io.torch_file_problem`: checksums, unpickling). A completed run that cannot is
+        announced with a StateWarning naming it and the file at fault, and None is returned:
+        it is trained again (`begin` clears it)."""
+        state = self.state(run_id, key)
+        run = Run(self.run_dir(run_id), run_id)
+        if state == "unreadable":
+            problem = run.problem()
+        elif state == "done":
+            paths = [run.dir / CHECKPOINT_DIR / name for name in checkpoints]
+            problem = next((f"{p}: {why}" for p in paths if (why := torch_file_problem(p)) is not None), None)
+            if problem is None:
+                return run
+        else:
+            return None
+        warnings.warn(StateWarning(f"stored run {run.dir} cannot be read back ({problem}); running it again"),
+                      stacklevel=2)
+        return None
 
     def resume(self, run_id: RunId, key: str) -> Run | None:
         """An unfinished run with this content key (its checkpoints let training continue)."""
@@ -492,16 +566,23 @@ class RunStore:
             "code_version": code_version(),
             "created_at": _now(),
             "host": dict(host) if host is not None else host_info(),
+            "command": command_line(),
             "config": json.loads(canonical_json(config, sort_keys=False)),
         }
         atomic_write_json(run_dir / CONFIG_FILE, record)
         return Run(run_dir, run_id)
 
     def completed_runs(self) -> Iterator[Run]:
-        """Every complete run under root, in path order."""
+        """Every complete run under root, in path order (a folder that cannot name a run is
+        left out with a StateWarning)."""
         for done in sorted(self.root.glob(f"*/*/*/*/seed*/{DONE_FILE}")):
             run_dir = done.parent
-            yield Run(run_dir, RunId.from_relpath(run_dir.relative_to(self.root)))
+            try:
+                run_id = RunId.from_relpath(run_dir.relative_to(self.root))
+            except MoegsError as exc:
+                warnings.warn(StateWarning(f"skipped {run_dir}: {exc}"), stacklevel=2)
+                continue
+            yield Run(run_dir, run_id)
 
 
 # -- tidy results ------------------------------------------------------------------------------
@@ -511,6 +592,8 @@ def _timing_metric(phase: str) -> str:
 
 def _run_rows(run: Run) -> tuple[list[dict], list[dict]]:
     config = run.load_config()
+    if not isinstance(config, dict):
+        raise RunStoreError(f"{run.dir / CONFIG_FILE}: expected an object")
     summary = run.load_summary()
     base = {**run.run_id.as_dict(), "run_dir": str(run.dir)}
     host = config.get("host") if isinstance(config.get("host"), dict) else {}
@@ -542,20 +625,30 @@ def _frame(rows: list[dict], columns: list[str]) -> pd.DataFrame:
     return df.sort_values(ID_COLUMNS + ["metric"], kind="stable").reset_index(drop=True)
 
 
+def _readable_rows(root: str | Path) -> Iterator[tuple[list[dict], list[dict]]]:
+    """(result rows, note rows) of every completed run that can be read back; each other one
+    is skipped with a StateWarning naming it and the file at fault."""
+    for run in RunStore(root).completed_runs():
+        try:
+            yield _run_rows(run)
+        except RunStoreError as exc:
+            warnings.warn(StateWarning(f"skipped run {run.dir}: {exc}"), stacklevel=3)
+
+
 def results(root: str | Path) -> pd.DataFrame:
-    """The tidy table of every completed run: columns `RESULT_COLUMNS`, one row per
+    """The tidy table of every readable completed run: columns `RESULT_COLUMNS`, one row per
     (run, metric); timings appear as `<phase>_seconds` metrics."""
     rows: list[dict] = []
-    for run in RunStore(root).completed_runs():
-        rows += _run_rows(run)[0]
+    for run_rows, _ in _readable_rows(root):
+        rows += run_rows
     return _frame(rows, RESULT_COLUMNS)
 
 
 def notes(root: str | Path) -> pd.DataFrame:
-    """Notes of every completed run (why a metric is missing): columns `NOTE_COLUMNS`."""
+    """Notes of every readable completed run (why a metric is missing): columns `NOTE_COLUMNS`."""
     rows: list[dict] = []
-    for run in RunStore(root).completed_runs():
-        rows += _run_rows(run)[1]
+    for _, note_rows in _readable_rows(root):
+        rows += note_rows
     return _frame(rows, NOTE_COLUMNS)
 
 
@@ -581,10 +674,22 @@ def read_results_table(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     path = root / RESULTS_FILE
     if not path.is_file():
         raise RunStoreError(f"{path}: no results table (run a benchmark or write it first)")
-    df = pd.read_csv(path, keep_default_na=False, na_values=[""])
+    damaged = "the table is truncated or damaged; `moegs-bench run` rewrites it from the runs"
+    text = path.read_text()
+    if text and not text.endswith("\n"):  # written whole, it ends with a line break
+        raise RunStoreError(f"{path}: last line is cut off ({damaged})")
+    try:
+        df = pd.read_csv(io.StringIO(text), keep_default_na=False, na_values=[""])
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+        raise RunStoreError(f"{path}: unreadable CSV ({' '.join(str(exc).split())})") from None
     missing = [c for c in RESULT_COLUMNS if c not in df.columns]
     if missing:
         raise RunStoreError(f"{path}: missing columns {missing}")
+    needed = df[ID_COLUMNS + ["metric", "value", "run_dir"]]
+    values = pd.to_numeric(df["value"], errors="coerce")
+    bad = needed.isna().any(axis=1) | values.isna()
+    if bad.any():
+        raise RunStoreError(f"{path}:{int(bad.to_numpy().argmax()) + 2}: incomplete row ({damaged})")
     note_path = root / NOTES_FILE
     nt = (
         pd.read_csv(note_path, keep_default_na=False)

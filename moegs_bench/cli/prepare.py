@@ -23,7 +23,7 @@ def _raw_options(fn):
     opts = [
         click.option("--src", required=True, type=click.Path(path_type=Path),
                      help="Raw dataset folder: one scene, or a folder of scenes."),
-        click.option("--out", required=True, type=click.Path(path_type=Path),
+        click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
                      help="Output folder; each scene goes to OUT/<scene>[/seg<kk>]."),
         click.option("--scenes", multiple=True, help="Scenes to prepare (repeat or comma-separate; default: all found)."),
         click.option("--frames", default=None, help="Source frames START:END (END exclusive; default: the dataset's range)."),
@@ -43,6 +43,7 @@ def _raw_options(fn):
 
 def _run_raw(layout: str, src: Path, out: Path, scenes, frames, segment, resolution, no_colmap,
              colmap_frames, workers, colmap_workers, **flags: bool) -> None:
+    from ..config import validate
     from ..data.colmap_init import ColmapConfig
     from ..data.datasets import load_dataset
     from ..data.prepare import PrepareOptions, prepare_dataset
@@ -56,9 +57,10 @@ def _run_raw(layout: str, src: Path, out: Path, scenes, frames, segment, resolut
         colmap=not no_colmap, colmap_frames=colmap_frames, workers=workers,
         colmap_config=replace(ColmapConfig(), workers=colmap_workers),
     )
+    validate(options, "prepare")  # every setting within its range before any file is read
     with rich_progress() as bars:
         prepared = prepare_dataset(layout, src, out, spec, _split_names(scenes), frames, options,
-                                   flags=flags, progress=bars)
+                                   flags=flags, progress=bars, log=click.echo)
     for scene in prepared:
         _echo_scene(scene)
 
@@ -110,7 +112,8 @@ _register_formats()
 @click.option("--rig", default="n3v", show_default=True, help="Camera rig: n3v, technicolor or mono.")
 @click.option("--size", default="tiny", show_default=True, help="tiny, small or full.")
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--out", required=True, type=click.Path(path_type=Path), help="Prepared scene folder.")
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Prepared scene folder.")
 @click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda (rendering).")
 @click.option("--layout", type=click.Choice(RAW_LAYOUTS), default=None,
               help="Also write the scene in this raw dataset layout.")

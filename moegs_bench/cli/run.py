@@ -20,9 +20,10 @@ _run_options = [
                       "every expert that has it); LABEL:KEY=VALUE sets it for one expert only, e.g. "
                       "--set static@small:sh_degree=0."),
     click.option("--force", is_flag=True, help="Retrain even if an identical run is stored."),
-    click.option("--runs", "runs_dir", default="runs", show_default=True, type=click.Path(path_type=Path),
+    click.option("--runs", "runs_dir", default="runs", show_default=True,
+                 type=click.Path(file_okay=False, path_type=Path),
                  help="Run store folder."),
-    click.option("--data-dir", default=None, type=click.Path(path_type=Path),
+    click.option("--data-dir", default=None, type=click.Path(file_okay=False, path_type=Path),
                  help="Where synthetic scenes are prepared (default: RUNS/scenes)."),
     click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda."),
     click.option("--lpips-net", default="alex", show_default=True, type=click.Choice(["alex", "vgg"])),
@@ -66,7 +67,24 @@ def _run_and_print(exp) -> object:
         click.echo(f"\nrouter training {routers_s:.1f} s (all routers) vs experts' training {experts_s:.1f} s; "
                    f"gate maps and expert renders under {result.mixtures[0].run.dir.parents[2]}/<method>/"
                    f"{result.mixtures[0].run.run_id.variant}")
+    if data.splits["test"].labels is not None:  # motion labels (synthetic scenes): PSNR per regime
+        click.echo("\nPSNR per motion regime")
+        _print_table("regimes", result, result.experts + result.mixtures)
+    if getattr(result, "distilled", None):
+        _print_distillation(result)
     return result
+
+
+def _print_distillation(result) -> None:
+    """The distillation table over this run's experts and their retrained / distilled runs."""
+    from ..bench.store import notes, results
+    from ..report.tables import build_table, format_table
+
+    dirs = [str(r.run.dir) for r in result.experts + result.distilled]
+    df, nt = results(result.store.root), notes(result.store.root)
+    table = build_table("distillation", df[df["run_dir"].isin(dirs)], notes=nt[nt["run_dir"].isin(dirs)])
+    click.echo("\ndistillation (the mixture's experts retrained on its pseudo-labels):")
+    click.echo(format_table(table, "markdown"))
 
 
 def _print_table(name: str, result, runs) -> None:
@@ -85,11 +103,14 @@ def _print_table(name: str, result, runs) -> None:
 @click.command()
 @click.option("--experts", "experts", default=None,
               help="Comma-separated experts, `name@preset` for one expert in a named preset "
-                   "(e.g. static@tiny,static@small), or a paper set size 2/3/4 from the scene's "
-                   "dataset file (default: all available).")
-@click.option("--router", "routers", default="none", show_default=True,
+                   "(e.g. static@tiny,static@small), a paper set size 2/3/4 from the scene's "
+                   "dataset file, or all (every available expert). Default: the dataset file's "
+                   "default_experts set (the synthetic scenes: 3, ex4dgs + stg + ed3dgs).")
+@click.option("--router", "routers", default=None,
               help="Stage 2 over the experts: a router name (vapr, pixel, volume, ...), all or none "
-                   "(comma-separated allowed).")
+                   "(comma-separated allowed); with a router, the uniform average and the oracles "
+                   "are evaluated too. Default: vapr over the default expert set, none when "
+                   "--experts is given.")
 @click.option("--router-preset", default=None, help="Router preset: paper, fast, tiny, technicolor, authors "
               "(default: by the scene's synthetic size, else paper).")
 @click.option("--router-set", "router_overrides", multiple=True, metavar="KEY=VALUE",
@@ -103,10 +124,23 @@ def _print_table(name: str, result, runs) -> None:
 @click.option("--mdc-pairs", type=int, default=None, help="At most this many camera pairs per frame (default all).")
 @click.option("--trajectory-gaussians", type=int, default=2000, show_default=True,
               help="Gaussians tracked per expert.")
+@click.option("--distill", is_flag=True,
+              help="Retrain every expert from scratch on the mixture's pseudo-labels (MoE-GS Eq. 11; method "
+                   "<expert>-distilled) beside a ground-truth retraining (<expert>-retrained).")
+@click.option("--distill-router", default="vapr", show_default=True, help="Router whose mixture is distilled.")
+@click.option("--distill-weighting", default="routing", show_default=True,
+              help="routing: Eq. 11 with the router's gates; none: without them (the paper's w/o weight, "
+                   "<expert>-distilled-noweight); both. LABEL:KIND for one expert, comma-separated, e.g. "
+                   "routing,ed3dgs:both.")
+@click.option("--distill-seeds", default=1, show_default=True, type=int,
+              help="Repeat the retrained and distilled trainings over this many seeds (seed+1, seed+2, ...).")
+@click.option("--distill-lambda", default=None, type=float,
+              help="Eq. 11's λ, ground truth vs mixture (default 0.5: the paper prints no value).")
 @_with_run_options
 def run(**kw):
-    """Prepare (or reuse) a scene, train the experts (or reuse stored runs), optionally train
-    routers over them, evaluate, store results and print tables."""
+    """Prepare (or reuse) a scene, train the experts (or reuse stored runs), train routers
+    over them (without options: the VAPR over the dataset's default expert set, beside the
+    uniform average and the oracles), evaluate, store results and print tables."""
     exp = _experiment(**kw)
     _run_and_print(exp)
     click.echo(f"\nresults: {exp.runs_dir / 'results.csv'}")

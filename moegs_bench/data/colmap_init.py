@@ -11,8 +11,9 @@ point_triangulator, as the original pre-processing scripts run it). Outputs, und
     downsampled.npz     voxel-downsampled union: xyz, rgb   (4DGaussians, E-D3DGS)
 
 Frames run in parallel worker processes; each frame's cloud is written atomically as soon as
-it is done, so an interrupted run resumes where it stopped. A monocular scene (one view per
-frame) is triangulated once from its training views together.
+it is done, so an interrupted run resumes where it stopped (a worker left behind by a killed
+parent writes nothing). A monocular scene (one view per frame) is triangulated once from its
+training views together.
 """
 
 from __future__ import annotations
@@ -28,9 +29,11 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import asdict, dataclass, replace
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Annotated
 
 import numpy as np
 
+from ..config import NonNegativeInt, PositiveFloat, PositiveInt, Range
 from ..errors import MoegsError
 from ..io import atomic_write_json, save_npz
 from .scene import Camera, PreparedScene
@@ -44,16 +47,16 @@ class ColmapConfig:
     """pycolmap settings. Defaults are COLMAP's own (the original scripts change none), except
     the downsampling rule, which follows 4DGaussians' downsample_point.py."""
 
-    max_num_features: int = 8192  # SIFT features per image (COLMAP default)
-    max_image_size: int = 3200  # longer images are downscaled for SIFT (COLMAP default)
-    min_angle: float = 1.5  # degrees, triangulation (COLMAP default)
+    max_num_features: PositiveInt = 8192  # SIFT features per image (COLMAP default)
+    max_image_size: PositiveInt = 3200  # longer images are downscaled for SIFT (COLMAP default)
+    min_angle: Annotated[float, Range(0, 180)] = 1.5  # degrees, triangulation (COLMAP default)
     ignore_two_view_tracks: bool = True  # COLMAP default; False gives more (noisier) points
-    max_views: int = 200  # monocular scenes: at most this many training views (4DGaussians)
-    voxel_size: float = 0.02  # downsampling: first voxel edge, world units (4DGaussians)
-    voxel_step: float = 0.01  # grown by this until at most max_points remain (4DGaussians)
-    max_points: int = 40000
-    workers: int = 0  # worker processes; 0 = one per CPU core (at most one per frame)
-    seed: int = 0
+    max_views: PositiveInt = 200  # monocular scenes: at most this many training views (4DGaussians)
+    voxel_size: PositiveFloat = 0.02  # downsampling: first voxel edge, world units (4DGaussians)
+    voxel_step: PositiveFloat = 0.01  # grown by this until at most max_points remain (4DGaussians)
+    max_points: PositiveInt = 40000
+    workers: NonNegativeInt = 0  # worker processes; 0 = one per CPU core (at most one per frame)
+    seed: NonNegativeInt = 0
 
     def triangulation_key(self) -> dict:
         """The settings a cached frame cloud depends on."""
@@ -185,10 +188,20 @@ class FrameJob:
     work_dir: str
     config: dict
     threads: int
+    parent: int = 0  # pid of the process that asked for it when run in a worker, else 0
+
+
+def _orphaned(job: FrameJob) -> bool:
+    """A worker whose parent died (kill -9) must not write: a re-run may already have removed
+    this scene's clouds as stale, and a late cloud from old inputs would read as cached."""
+    return job.parent != 0 and os.getppid() != job.parent
 
 
 def run_frame_job(job: FrameJob) -> tuple[int, int, float]:
-    """Triangulate one frame and write its cloud atomically. Returns (frame, points, seconds)."""
+    """Triangulate one frame and write its cloud atomically. Returns (frame, points, seconds);
+    points is -1 when nothing was written because the asking process is gone."""
+    if _orphaned(job):
+        return job.frame, -1, 0.0
     cams = [Camera(c["name"], np.asarray(c["K"]), np.asarray(c["w2c"]), c["width"], c["height"])
             for c in job.cameras]
     work = Path(job.work_dir)
@@ -197,6 +210,8 @@ def run_frame_job(job: FrameJob) -> tuple[int, int, float]:
                                   ColmapConfig(**job.config), job.threads)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    if _orphaned(job):
+        return job.frame, -1, 0.0
     save_npz(job.out, xyz=cloud.xyz, rgb=cloud.rgb, time=cloud.time)
     return job.frame, len(cloud.xyz), cloud.seconds
 
@@ -252,7 +267,7 @@ def _run_jobs(jobs: list[FrameJob], workers: int, on_done) -> None:
         return
     # spawn: the parent may hold threads (torch, decoders); forking those is unsafe
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        futures = [pool.submit(run_frame_job, job) for job in jobs]
+        futures = [pool.submit(run_frame_job, replace(job, parent=os.getpid())) for job in jobs]
         try:
             for fut in as_completed(futures):
                 result = fut.result()

@@ -3,7 +3,8 @@ the expert sets of the paper and per-expert preset names (docs/datasets.md).
 
 Top-level keys of a file: name, title, label (short name in tables; default the title), layout
 (reader), description, resolution, test_cameras, segment, experts, [expert_sets] (N -> expert
-names), [presets] (expert -> preset name), router_preset (the routers' preset),
+names), default_experts (the N that `run` trains without --experts), [presets] (expert ->
+preset name), router_preset (the routers' preset),
 [segment_frames] (expert -> frames per model, for experts trained per temporal segment) and
 [scenes.<name>] tables with optional frames
 ("START:END", END exclusive), test_cameras, drop_cameras, repairs, aliases (other folder names of
@@ -60,6 +61,7 @@ class DatasetSpec:
     segment: int = 0
     experts: tuple[str, ...] = ()
     expert_sets: dict[int, tuple[str, ...]] = field(default_factory=dict)
+    default_experts: int | None = None  # the [expert_sets] size `run` trains without --experts
     presets: dict[str, str] = field(default_factory=dict)
     router_preset: str | None = None
     segment_frames: dict[str, int] = field(default_factory=dict)
@@ -128,6 +130,10 @@ def load_dataset_file(path: str | Path) -> DatasetSpec:
         expert_sets = {int(k): _strs(v, f"{path}: expert_sets.{k}") for k, v in sets.items()}
     except ValueError:
         raise ConfigError(f"{path}: expert_sets: keys must be expert counts (integers)") from None
+    default_experts = obj.get("default_experts")
+    if default_experts is not None and (isinstance(default_experts, bool) or default_experts not in expert_sets):
+        raise ConfigError(f"{path}: default_experts: expected a size of [expert_sets] "
+                          f"({', '.join(map(str, sorted(expert_sets))) or 'none'}), got {default_experts!r}")
     presets = obj.get("presets", {})
     if not isinstance(presets, dict) or not all(isinstance(v, str) for v in presets.values()):
         raise ConfigError(f"{path}: presets: expected expert = \"preset name\" pairs")
@@ -140,13 +146,15 @@ def load_dataset_file(path: str | Path) -> DatasetSpec:
         raise ConfigError(f"{path}: segment_frames: expected expert = frames per model (an integer >= 0)")
     scenes = {name: _scene(name, s, path) for name, s in obj.get("scenes", {}).items()}
     known = {"name", "title", "label", "layout", "description", "resolution", "test_cameras",
-             "segment", "experts", "expert_sets", "presets", "router_preset", "segment_frames", "scenes"}
+             "segment", "experts", "expert_sets", "default_experts", "presets", "router_preset",
+             "segment_frames", "scenes"}
     return DatasetSpec(
         name=obj["name"], title=str(obj.get("title", obj["name"])), layout=obj["layout"], path=path,
         label=str(obj.get("label", obj.get("title", obj["name"]))),
         description=str(obj.get("description", "")), resolution=str(obj.get("resolution", "full")),
         test_cameras=_strs(obj.get("test_cameras", []), f"{path}: test_cameras"), segment=segment,
         experts=_strs(obj.get("experts", []), f"{path}: experts"), expert_sets=expert_sets,
+        default_experts=default_experts,
         presets=dict(presets), router_preset=router_preset, segment_frames=dict(segment_frames), scenes=scenes,
         extra={k: v for k, v in obj.items() if k not in known},
     )
@@ -192,6 +200,13 @@ def dataset_segment_frames(name: str) -> dict[str, int]:
     a file)."""
     spec = _dataset_or_none(name)
     return dict(spec.segment_frames) if spec is not None else {}
+
+
+def dataset_default_experts(name: str) -> int | None:
+    """The expert-set size `run` trains on dataset `name` without --experts (None: the file
+    names none, or there is no file)."""
+    spec = _dataset_or_none(name)
+    return spec.default_experts if spec is not None else None
 
 
 def dataset_expert_sets(name: str) -> dict[int, tuple[str, ...]]:

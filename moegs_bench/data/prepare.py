@@ -1,40 +1,35 @@
 """Raw dataset -> prepared scenes (docs/datasets.md).
 
-    prepare_dataset(layout, src, out, ...)   find the scene folders, validate them all, prepare
-    prepare_raw_scene(raw, out, options)     one RawScene -> one prepared scene per segment
+    prepare_dataset(layout, src, out, ...)   find the scene folders, check them all, then prepare
+    plan_raw_scene(raw, out, options)        one RawScene -> a ScenePlan per segment (no writes)
+    prepare_raw_scene(raw, out, options)     plan and run one RawScene
 
 Output of a scene: `<out>/<scene>/` (or `<out>/<scene>/seg<kk>/` per segment with --segment),
 each a prepared scene: scene.json (written last, atomically), frames/<cam>/<frame:05d>.png
-(source frame numbers) and points/ (see colmap_init). A `prepare.json` beside it records what
-the images were made from; a re-run with the same inputs resumes (images and frame clouds that
-exist are kept), one with other inputs starts that scene afresh.
+(source frame numbers) and points/ (see colmap_init). `prepare.json` beside it records, per
+step, the fingerprints of the inputs it read and its settings; a re-run redoes exactly the steps
+whose inputs or settings changed (prepare_steps, prepare_record).
 """
 
 from __future__ import annotations
 
-import json
-import os
-import shutil
-from collections import deque
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from multiprocessing import get_context
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-import numpy as np
-
+from ..config import NonNegativeInt, Parsed
 from ..errors import ConfigError, MoegsError, SceneFormatError
-from ..io import atomic_write_json, save_png
-from ..progress import ProgressFactory, Tally, task
-from .colmap_init import ColmapConfig, frame_cloud_path, is_monocular, write_point_clouds
+from ..progress import ProgressFactory
+from .colmap_init import ColmapConfig, is_monocular
 from .datasets import DatasetSpec
+from .extract import PROCESS_ENCODE_PIXELS, resize_area
+from .fingerprints import file_fingerprint
 from .formats import RawScene, ReadRequest, frame_times_in_range, get_format, parse_frame_range
-from .scene import SCENE_FILE, PreparedScene, write_scene
+from .prepare_record import PREPARE_FILE, StepKey, StepRecords
+from .prepare_steps import FRAMES_VERSION, Log, ScenePlan, run_scene_plans
+from .scene import SCENE_FILE, PreparedScene, rotation_problem
 
-PREPARE_FILE = "prepare.json"
-PREPARE_VERSION = 1
 
 # -- options ----------------------------------------------------------------------------------------
 @dataclass(frozen=True)
@@ -87,11 +82,11 @@ class Resolution:
 class PrepareOptions:
     """What `prepare` does with one scene (CLI flags; defaults from moegs_bench/datasets/*.toml)."""
 
-    resolution: str = "full"
-    segment: int = 0  # frames per prepared scene; 0 = one scene (STG: 50, the paper's STG-dagger: 150)
+    resolution: Annotated[str, Parsed(Resolution.parse, "full, WxH or a scale in (0, 1]")] = "full"
+    segment: NonNegativeInt = 0  # frames per prepared scene; 0 = one scene (STG: 50, the paper's STG-dagger: 150)
     colmap: bool = True
-    colmap_frames: str = "all"  # "all", "START:END[:STEP]" or "a,b,c" (source frame numbers)
-    workers: int = 0  # image threads; 0 = one per CPU core
+    colmap_frames: Annotated[str, Parsed(parse_colmap_frames, "all, START:END[:STEP] or a,b,c")] = "all"  # "all", "START:END[:STEP]" or "a,b,c" (source frame numbers)
+    workers: NonNegativeInt = 0  # image threads; 0 = one per CPU core
     colmap_config: ColmapConfig = field(default_factory=ColmapConfig)
 
 
@@ -143,56 +138,15 @@ def parse_colmap_frames(text: str | None) -> Callable[[int], bool]:
         raise ConfigError(f"--colmap-frames {text!r}: expected all, START:END[:STEP] or a list a,b,c") from None
 
 
-def resize_area(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """[H,W,3] uint8 -> [h,w,3] with an area filter (each output pixel is the mean of the source
-    area it covers, like OpenCV's INTER_AREA), averaged in float and rounded once."""
-    w, h = size
-    H, W = image.shape[:2]
-    if (W, H) == (w, h):
-        return image
-    if W % w == 0 and H % h == 0:  # integer factor: block means (PIL's reduce, in C)
-        from PIL import Image
 
-        return np.asarray(Image.fromarray(image).reduce((W // w, H // h)))
-    out = _area_axis(_area_axis(image.astype(np.float64), h, 0), w, 1)
-    return np.clip(np.floor(out + 0.5), 0, 255).astype(np.uint8)
-
-
-def _area_axis(x: np.ndarray, n_out: int, axis: int) -> np.ndarray:
-    """Exact area averaging of `x` along `axis` to n_out samples, from the running integral."""
-    x = np.moveaxis(x, axis, 0)
-    n_in = x.shape[0]
-    integral = np.concatenate([np.zeros_like(x[:1]), np.cumsum(x, axis=0)])
-    edges = np.arange(n_out + 1) * (n_in / n_out)
-    i = np.minimum(np.floor(edges).astype(int), n_in - 1)
-    frac = (edges - i).reshape(-1, *([1] * (x.ndim - 1)))
-    at_edges = integral[i] + frac * x[i]  # integral of the piecewise-constant signal at each edge
-    return np.moveaxis((at_edges[1:] - at_edges[:-1]) * (n_out / n_in), 0, axis)
-
-
-# -- one scene ------------------------------------------------------------------------------------------
-def prepare_raw_scene(
-    raw: RawScene, out_dir: str | Path, options: PrepareOptions = PrepareOptions(),
-    progress: ProgressFactory | None = None,
-) -> list[PreparedScene]:
-    """Write one prepared scene per segment of `raw` and return them (scene.json written last)."""
-    resolution = Resolution.parse(options.resolution)
-    segments = plan_segments(raw, Path(out_dir), options.segment)
-    scenes = [_scene_for_segment(raw, seg, resolution) for seg in segments]
-    colmap_pick = parse_colmap_frames(options.colmap_frames)
-    if options.colmap and not any(colmap_pick(f) for f in raw.frame_ids):
-        raise ConfigError(f"--colmap-frames {options.colmap_frames}: none of the frames "
-                          f"{raw.frame_range[0]}:{raw.frame_range[1]} of {raw.name} is selected")
-    for seg, scene in zip(segments, scenes, strict=True):
-        _start_scene_dir(seg.root, _fingerprint(raw, seg, scene))
-    _extract_images(raw, scenes, options.workers, progress)
-    for scene in scenes:
-        if options.colmap:
-            frames = [i for i, f in enumerate(scene.frame_ids) if colmap_pick(f)]
-            if frames:
-                scene.points = _colmap(scene, frames, options.colmap_config, progress)
-        write_scene(scene)
-    return scenes
+# -- checking and planning one scene (nothing is written) ----------------------------------------------------
+def check_cameras(raw: RawScene) -> None:
+    """Every camera of `raw` must have a proper rotation, whatever reader made it (the readers
+    check their own files first and name the line or field)."""
+    for cam in raw.cameras:
+        problem = rotation_problem(cam.w2c[:3, :3])
+        if problem:
+            raise SceneFormatError(raw.meta.get("source", raw.name), f"camera {cam.name}", problem)
 
 
 def _scene_for_segment(raw: RawScene, seg: Segment, resolution: Resolution) -> PreparedScene:
@@ -226,109 +180,99 @@ def _scene_for_segment(raw: RawScene, seg: Segment, resolution: Resolution) -> P
     )
 
 
-def _fingerprint(raw: RawScene, seg: Segment, scene: PreparedScene) -> dict:
-    """What the images of a prepared scene depend on (a change means: start afresh)."""
-    return {
-        "version": PREPARE_VERSION, "dataset": raw.dataset, "source": raw.meta.get("source"),
-        "frames": list(seg.frame_ids), "frame_range": list(seg.frame_range),
-        "cameras": {c.name: [c.width, c.height] for c in scene.cameras},
-    }
+class FileFingerprints:
+    """Fingerprints of raw files, each file read once per prepare (segments share videos)."""
+
+    def __init__(self):
+        self._seen: dict[tuple[Path, bool], dict] = {}
+
+    def __call__(self, path: Path, exact: bool) -> dict:
+        path = Path(path)
+        if (path, exact) not in self._seen:
+            try:
+                self._seen[(path, exact)] = file_fingerprint(path, exact)
+            except OSError as exc:
+                raise SceneFormatError(path, None, f"cannot read ({exc.strerror or exc})") from None
+        return self._seen[(path, exact)]
+
+    def inputs(self, paths: Sequence[Path], base: Path, exact: bool) -> dict[str, dict]:
+        """name (relative to the raw scene folder) -> fingerprint, for each file."""
+        out = {}
+        for p in paths:
+            p = Path(p)
+            try:  # folders resolved, the file not: a symlinked video keeps its own name
+                name = str((p.parent.resolve() / p.name).relative_to(base))
+            except ValueError:
+                name = str(p)
+            out[name] = self(p, exact)
+        return out
 
 
-def _start_scene_dir(root: Path, fingerprint: dict) -> None:
-    """Make `root` ready for (re-)preparing: keep outputs made from the same inputs, drop
-    others, and remove scene.json so that nothing half-written reads as a valid scene."""
-    marker = root / PREPARE_FILE
-    if (root / SCENE_FILE).is_file() and not marker.is_file():
-        raise MoegsError(f"{root} already holds a prepared scene that prepare did not make; "
-                         "choose another --out")
-    if marker.is_file():
-        try:
-            same = json.loads(marker.read_text()) == fingerprint
-        except (OSError, json.JSONDecodeError):
-            same = False
-        if not same:
-            for sub in ("frames", "points"):
-                shutil.rmtree(root / sub, ignore_errors=True)
-    if (root / SCENE_FILE).is_file():
-        (root / SCENE_FILE).unlink()
-    atomic_write_json(marker, fingerprint)
+def _check_out_root(root: Path) -> None:
+    if (root / SCENE_FILE).is_file() and not (root / PREPARE_FILE).is_file():
+        raise MoegsError(f"{root} already holds a prepared scene that prepare did not make; choose another --out")
+    if root.exists() and not root.is_dir():
+        raise ConfigError(f"{root}: exists and is not a folder; choose another --out")
 
 
-# PNG encoding holds the GIL: images of at least this many pixels are encoded in processes.
-PROCESS_ENCODE_PIXELS = 512 * 384
-
-
-def _extract_images(raw: RawScene, scenes: Sequence[PreparedScene], workers: int,
-                    progress: ProgressFactory | None) -> None:
-    """Decode, resize (area filter) and write every image that is not written yet.
-
-    Cameras are decoded in parallel threads (the decoders release the GIL); large images are
-    PNG-encoded in worker processes, since Pillow's encoder does not release it.
-    """
-    jobs: dict[str, list[tuple[int, Path, tuple[int, int]]]] = {}
-    for scene in scenes:
-        for cam in scene.cameras:
-            for i, rel in enumerate(scene.images[cam.name]):
-                if rel is not None:
-                    jobs.setdefault(cam.name, []).append((scene.frame_ids[i], scene.root / rel, (cam.width, cam.height)))
-    total = sum(len(v) for v in jobs.values())
-    advance = Tally(task(progress, f"{raw.name}: images"), total).advance
-    todo = {}
-    for cam, items in jobs.items():
-        missing = [it for it in items if not it[1].is_file()]
-        advance(len(items) - len(missing))
-        if missing:
-            todo[cam] = missing
-    if not todo:
+def _check_triangulable(scene: PreparedScene, frames: list[int]) -> None:
+    """COLMAP needs two training views: per frame of a rig, in all of a monocular scene."""
+    views = [sum(scene.images[c][f] is not None for c in scene.train_cameras) for f in frames]
+    if is_monocular(scene):
+        if sum(views) < 2:
+            raise ConfigError(f"{scene.name}: {sum(views)} training view(s) among the frames selected for "
+                              "COLMAP; triangulation needs 2 (change --colmap-frames or --segment, or pass --no-colmap)")
         return
-    threads = workers if workers > 0 else (os.cpu_count() or 1)
-    large = max(w * h for items in todo.values() for _, _, (w, h) in items) >= PROCESS_ENCODE_PIXELS
-    encoders = ProcessPoolExecutor(threads, mp_context=get_context("spawn")) if large and threads > 1 else None
-    try:
-        with ThreadPoolExecutor(max_workers=max(1, min(threads, len(todo)))) as pool:
-            futures = [pool.submit(_extract_camera, raw, cam, todo[cam], encoders, 2 * threads, advance)
-                       for cam in todo]
-            for fut in futures:
-                fut.result()
-    finally:
-        if encoders is not None:
-            encoders.shutdown(cancel_futures=True)
+    for f, n in zip(frames, views, strict=True):
+        if n < 2:
+            raise ConfigError(f"{scene.name}: frame {scene.frame_ids[f]} has {n} training view(s); triangulation "
+                              "needs 2 (change --colmap-frames, or pass --no-colmap)")
 
 
-def _extract_camera(raw: RawScene, cam: str, items: list[tuple[int, Path, tuple[int, int]]],
-                    encoders: ProcessPoolExecutor | None, max_pending: int, advance) -> None:
-    """Write the images `items` (frame, path, size) of one camera."""
-    targets = {f: (path, size) for f, path, size in items}
-    pending: deque = deque()
-    written = 0
-    for f, image in raw.read_frames(cam, sorted(targets)):
-        path, size = targets[f]
-        small = resize_area(image, size)
-        if encoders is None:
-            save_png(path, small)
-            advance(1)
-        else:
-            pending.append(encoders.submit(save_png, path, small))
-            while len(pending) > max_pending:  # bound the frames held in memory
-                pending.popleft().result()
-                advance(1)
-        written += 1
-    while pending:
-        pending.popleft().result()
-        advance(1)
-    if written != len(targets):
-        raise SceneFormatError(raw.meta.get("source", raw.name), cam,
-                               f"{len(targets) - written} frame(s) were not delivered")
+def plan_raw_scene(raw: RawScene, out_dir: str | Path, options: PrepareOptions = PrepareOptions(),
+                   files: FileFingerprints | None = None) -> list[ScenePlan]:
+    """Check one raw scene and work out, per segment, what each step depends on. Reads the
+    raw files' fingerprints and the existing prepare.json; writes nothing."""
+    files = files or FileFingerprints()
+    check_cameras(raw)
+    resolution = Resolution.parse(options.resolution)
+    segments = plan_segments(raw, Path(out_dir), options.segment)
+    scenes = [_scene_for_segment(raw, seg, resolution) for seg in segments]
+    colmap_pick = parse_colmap_frames(options.colmap_frames)
+    if options.colmap and not any(colmap_pick(f) for f in raw.frame_ids):
+        raise ConfigError(f"--colmap-frames {options.colmap_frames}: none of the frames "
+                          f"{raw.frame_range[0]}:{raw.frame_range[1]} of {raw.name} is selected")
+    base = Path(raw.meta.get("source", ".")).resolve()
+    camera_inputs = files.inputs(raw.camera_files, base, exact=True)
+    plans = []
+    for seg, scene in zip(segments, scenes, strict=True):
+        _check_out_root(seg.root)
+        frames = {}
+        for cam in scene.cameras:
+            ids = [scene.frame_ids[i] for i, rel in enumerate(scene.images[cam.name]) if rel is not None]
+            inputs = None if raw.frame_files is None else files.inputs(raw.frame_files(cam.name, ids), base, exact=False)
+            settings = {"size": [cam.width, cam.height], "frames": ids, "resize": "area",
+                        "version": FRAMES_VERSION, **raw.frame_settings.get(cam.name, {})}
+            frames[cam.name] = StepKey.of(inputs, settings)
+        cameras = StepKey.of(camera_inputs, {"resolution": resolution.text, "frames": list(seg.frame_ids),
+                                             "frame_range": list(seg.frame_range)})
+        colmap_frames = [i for i, f in enumerate(scene.frame_ids) if colmap_pick(f)] if options.colmap else None
+        if colmap_frames:
+            _check_triangulable(scene, colmap_frames)
+        info = {"name": scene.name, "dataset": raw.dataset, "source": raw.meta.get("source"),
+                "frame_range": list(seg.frame_range)}
+        plans.append(ScenePlan(scene, StepRecords(seg.root), cameras, frames, colmap_frames or None,
+                               options.colmap_config, info))
+    return plans
 
 
-def _colmap(scene: PreparedScene, frames: list[int], config: ColmapConfig,
-            progress: ProgressFactory | None) -> dict:
-    monocular = is_monocular(scene)
-    advance = Tally(task(progress, f"{scene.name}: COLMAP"), 1 if monocular else len(frames)).advance
-    cached = 0 if monocular else sum((Path(scene.root) / frame_cloud_path(f)).is_file() for f in frames)
-    advance(cached)
-    return write_point_clouds(scene, frames, config, on_done=lambda f, n, s: advance(1))
+def prepare_raw_scene(
+    raw: RawScene, out_dir: str | Path, options: PrepareOptions = PrepareOptions(),
+    progress: ProgressFactory | None = None, log: Log | None = None,
+) -> list[PreparedScene]:
+    """Write one prepared scene per segment of `raw` and return them (scene.json written last)."""
+    plans = plan_raw_scene(raw, out_dir, options)
+    return run_scene_plans(raw, plans, options.workers, progress, log)
 
 
 # -- finding scenes and the top level ---------------------------------------------------------------------
@@ -386,16 +330,32 @@ def prepare_dataset(
     layout: str, src: str | Path, out: str | Path, spec: DatasetSpec,
     scenes: Sequence[str] | None = None, frames: str | None = None,
     options: PrepareOptions = PrepareOptions(), flags: dict[str, bool] | None = None,
-    progress: ProgressFactory | None = None,
+    progress: ProgressFactory | None = None, log: Log | None = None,
 ) -> list[PreparedScene]:
-    """Validate every selected scene of a raw dataset, then prepare them one by one.
-    flags: the format's own command-line flags (RawFormat.flags), name -> value."""
+    """Read and check every selected scene of a raw dataset and plan its steps, then prepare
+    them one by one. flags: the format's own command-line flags (RawFormat.flags), name ->
+    value; log: one line per step redone (and why) and per scene reused."""
     resolution = Resolution.parse(options.resolution)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out}: exists and is not a folder")
     dirs = select_scene_dirs(layout, Path(src), scenes, spec)
     raws = [read_raw_scene(layout, d, spec, frames, resolution, flags) for d in dirs]
-    out_scenes: list[PreparedScene] = []
+    files = FileFingerprints()
+    plans, roots = [], {}
     for raw, res in raws:
-        opts = PrepareOptions(res.text, options.segment, options.colmap, options.colmap_frames,
-                              options.workers, options.colmap_config)
-        out_scenes += prepare_raw_scene(raw, out, opts, progress)
+        plans.append(plan_raw_scene(raw, out, replace(options, resolution=res.text), files))
+        for plan in plans[-1]:
+            other = roots.setdefault(plan.root, raw.meta.get("source", raw.name))
+            if other != raw.meta.get("source", raw.name):
+                raise ConfigError(f"{other} and {raw.meta.get('source')} would both be prepared into "
+                                  f"{plan.root}; pass --scenes to choose one")
+    out_scenes: list[PreparedScene] = []
+    for (raw, _), scene_plans in zip(raws, plans, strict=True):
+        out_scenes += run_scene_plans(raw, scene_plans, options.workers, progress, log)
     return out_scenes
+
+
+__all__ = ["Resolution", "PrepareOptions", "Segment", "plan_segments", "parse_colmap_frames", "resize_area",
+           "check_cameras", "plan_raw_scene", "prepare_raw_scene", "find_scene_dirs",
+           "select_scene_dirs", "read_raw_scene", "prepare_dataset", "PREPARE_FILE", "PROCESS_ENCODE_PIXELS"]

@@ -21,6 +21,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
+from ..config import NonNegativeFloat, NonNegativeInt, PositiveInt, UnitFloat
 from .load import Views
 
 
@@ -87,20 +88,20 @@ class ErrorSampling:
 
     # share of the views drawn by error once `start` is reached: train.py:116 draws by error
     # on every even iteration (0: uniform frames only)
-    fraction: float = 0.5
+    fraction: UnitFloat = 0.5
     # first iteration (counted from 1) that may draw by error: random_until,
     # arguments/__init__.py:147 (Technicolor 60000, arguments/technicolor/default.py:73)
-    start: int = 10_000
-    init: float = 100.0  # error of a view never seen: train.py:81-85 (unseen frames are drawn first)
+    start: NonNegativeInt = 10_000
+    init: NonNegativeFloat = 100.0  # error of a view never seen: train.py:81-85 (unseen frames are drawn first)
     # steps between read-backs of the errors to the host (the loop reads losses back every 25
     # steps; the authors read every step, which would wait for the device at every step)
-    refresh: int = 25
+    refresh: NonNegativeInt = 25
     camera_spacing: bool = True  # cameras as a spaced chain (train.py:64-76,120; extra_utils.py:57-72)
     # every `multiview_every` iterations the step's frames are kept for the next
     # `multiview_steps` steps (seen from other cameras): num_multiview_ssim 5,
     # arguments/dynerf/default.py:38; train.py:125-128 (0: never)
-    multiview_steps: int = 5
-    multiview_every: int = 50
+    multiview_steps: NonNegativeInt = 5
+    multiview_every: PositiveInt = 50
 
     @property
     def enabled(self) -> bool:

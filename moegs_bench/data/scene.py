@@ -206,6 +206,25 @@ def _matrix(value, shape, path, name) -> np.ndarray:
     return arr
 
 
+# Largest |R^T R - I| entry accepted as a rotation: float32-stored poses are far inside it.
+ROTATION_ATOL = 1e-3
+
+
+def rotation_problem(R) -> str | None:
+    """What keeps a 3x3 matrix from being a proper rotation (finite, orthonormal within
+    ROTATION_ATOL, determinant +1), or None if it is one."""
+    R = np.asarray(R, dtype=np.float64)
+    if R.shape != (3, 3) or not np.all(np.isfinite(R)):
+        return "rotation must be a finite 3x3 matrix"
+    error = float(np.abs(R.T @ R - np.eye(3)).max())
+    if error > ROTATION_ATOL:
+        return f"rotation is not orthonormal (|R^T R - I| up to {error:.3g})"
+    det = float(np.linalg.det(R))
+    if det < 0:
+        return f"rotation is a reflection (determinant {det:.3f}), not a proper rotation"
+    return None
+
+
 def _parse_camera(obj, i: int, path: Path) -> Camera:
     p = f"cameras[{i}]."
     name = _need(obj, "name", str, path, p)
@@ -217,9 +236,9 @@ def _parse_camera(obj, i: int, path: Path) -> Camera:
     w2c = _matrix(_need(obj, "w2c", list, path, p), (4, 4), path, f"{p}w2c")
     if K[0, 0] <= 0 or K[1, 1] <= 0:
         raise SceneFormatError(path, f"{p}K", "focal lengths must be positive")
-    R = w2c[:3, :3]
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-        raise SceneFormatError(path, f"{p}w2c", "rotation part is not a proper rotation")
+    problem = rotation_problem(w2c[:3, :3])
+    if problem:
+        raise SceneFormatError(path, f"{p}w2c", f"camera {name}: {problem}")
     if not np.allclose(w2c[3], [0, 0, 0, 1]):
         raise SceneFormatError(path, f"{p}w2c", "last row must be [0, 0, 0, 1]")
     return Camera(name, K, w2c, width, height)

@@ -11,16 +11,24 @@ from __future__ import annotations
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 from torch import Tensor, nn
 
-from ..config import from_dict, to_dict
+from ..config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    UnitFloat,
+    from_dict,
+    to_dict,
+)
 from ..data.init import InitData
 from ..data.load import SceneData
 from ..data.sampling import Sampler, ViewSampler
-from ..io import save_torch
+from ..io import load_torch, save_torch
 from ..render.gaussians import Gaussians
 
 
@@ -29,30 +37,30 @@ class DensifyConfig:
     """gsplat DefaultStrategy settings (3DGS defaults; REFERENCE.md §2 per expert)."""
 
     enabled: bool = True
-    start: int = 500
-    stop: int = 15_000
-    every: int = 100
-    grad_threshold: float = 2e-4
-    prune_opacity: float = 0.005
-    grow_scale3d: float = 0.01
-    prune_scale3d: float = 0.1
-    reset_every: int = 3000  # opacity reset period; 0 disables (done explicitly: gsplat 1.5.3 never resets)
+    start: NonNegativeInt = 500
+    stop: NonNegativeInt = 15_000
+    every: PositiveInt = 100
+    grad_threshold: NonNegativeFloat = 2e-4
+    prune_opacity: UnitFloat = 0.005
+    grow_scale3d: NonNegativeFloat = 0.01
+    prune_scale3d: PositiveFloat = 0.1
+    reset_every: NonNegativeInt = 3000  # opacity reset period; 0 disables (done explicitly: gsplat 1.5.3 never resets)
 
 
 @dataclass
 class TrainConfig:
     """Generic loop settings shared by every expert."""
 
-    iterations: int = 30_000
-    batch_size: int = 1  # views per step
+    iterations: PositiveInt = 30_000
+    batch_size: PositiveInt = 1  # views per step
     same_time: bool = False  # batch views of one frame (STG) instead of random views
-    ssim_lambda: float = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
+    ssim_lambda: UnitFloat = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
     random_background: bool = False
-    background: tuple[float, float, float] = (0.0, 0.0, 0.0)
-    checkpoint_every: int = 2000  # resumable state every N steps (0: never)
+    background: tuple[UnitFloat, UnitFloat, UnitFloat] = (0.0, 0.0, 0.0)
+    checkpoint_every: NonNegativeInt = 2000  # resumable state every N steps (0: never)
     # float32 CUDA matmuls while training: "highest" is IEEE fp32 as the original
     # implementations; "high" lets deformation MLPs use TF32 tensor cores
-    matmul_precision: str = "highest"
+    matmul_precision: Literal["highest", "high"] = "highest"
     densify: DensifyConfig = field(default_factory=DensifyConfig)
 
 
@@ -217,7 +225,7 @@ class Expert(nn.Module, metaclass=ABCMeta):
 
     @classmethod
     def load(cls, path: str | Path, device: torch.device) -> Expert:
-        return cls.from_checkpoint(torch.load(path, map_location="cpu", weights_only=False), device)
+        return cls.from_checkpoint(load_torch(path), device)
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict, device: torch.device) -> Expert:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from ..config import NonNegativeFloat, Pattern, PositiveFloat
 from ..optim.schedules import exp_decay
 from ..render.sh import num_sh_bases, rgb_to_sh0
 
@@ -55,17 +57,23 @@ def init_gaussian_tensors(xyz: np.ndarray, rgb: np.ndarray, sh_degree: int, init
     return {"means": means, "scales": scales, "quats": quats, "opacities": opacities, "sh0": sh0, "shN": shN}
 
 
+# which prepared point cloud an expert starts from (data.init.InitData.points)
+PointSet = Annotated[str, Pattern(r"merged|downsampled|frame:\d+", "'merged', 'downsampled' or 'frame:<f>'")]
+PointSetOrAuto = Annotated[str, Pattern(r"auto|merged|downsampled|frame:\d+",
+                                        "'auto', 'merged', 'downsampled' or 'frame:<f>'")]
+
+
 @dataclass
 class GaussianLR:
     """3DGS learning rates (REFERENCE.md §2: shared by all four experts' static parts)."""
 
-    means_init: float = 1.6e-4  # x scene extent
-    means_final: float = 1.6e-6  # x scene extent
-    sh0: float = 2.5e-3
-    shN: float = 2.5e-3 / 20
-    opacities: float = 0.05
-    scales: float = 5e-3
-    quats: float = 1e-3
+    means_init: PositiveFloat = 1.6e-4  # x scene extent
+    means_final: PositiveFloat = 1.6e-6  # x scene extent
+    sh0: NonNegativeFloat = 2.5e-3
+    shN: NonNegativeFloat = 2.5e-3 / 20
+    opacities: NonNegativeFloat = 0.05
+    scales: NonNegativeFloat = 5e-3
+    quats: NonNegativeFloat = 1e-3
 
     def at(self, step: int, max_steps: int, extent: float) -> dict[str, float]:
         return {

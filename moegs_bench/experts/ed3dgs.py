@@ -23,6 +23,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import (
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitFloat,
+    PositiveFloat,
+    PositiveInt,
+    SHDegree,
+)
 from ..data.init import InitData
 from ..data.load import SceneData
 from ..data.sampling import ErrorSampling, ErrorViewSampler, Sampler, camera_centres, multiview_step
@@ -31,7 +39,7 @@ from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from ..render.sh import num_sh_bases
 from .base import DensifyConfig, Expert, TrainConfig
-from .common import GaussianLR, init_gaussian_tensors, subsample
+from .common import GaussianLR, PointSet, init_gaussian_tensors, subsample
 from .heads import DeformHeads, check_precision
 from .registry import register_expert
 
@@ -44,34 +52,34 @@ class ED3DGSLR:
     temporal table, x scene extent, exponential decay over the run (the authors' schedule)."""
 
     gaussian: GaussianLR = field(default_factory=GaussianLR)  # means 1.6e-4 -> 1.6e-6, 3DGS rest
-    embedding: float = 2.5e-3
-    deformation_init: float = 1.6e-4  # Technicolor 1.6e-3
-    deformation_final: float = 1.6e-5  # Technicolor 1.6e-4
-    time_offset: float = 2e-5  # Technicolor 0 (offsets disabled)
+    embedding: NonNegativeFloat = 2.5e-3
+    deformation_init: PositiveFloat = 1.6e-4  # Technicolor 1.6e-3
+    deformation_final: PositiveFloat = 1.6e-5  # Technicolor 1.6e-4
+    time_offset: NonNegativeFloat = 2e-5  # Technicolor 0 (offsets disabled)
 
 
 @dataclass
 class ED3DGSConfig:
     """E-D3DGS defaults for N3V (REFERENCE.md §2; authors' arguments/dynerf/default.py)."""
 
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000  # one more SH band every 1000 steps, as the authors
-    init_opacity: float = 0.1
+    sh_degree: SHDegree = 3
+    sh_degree_interval: PositiveInt = 1000  # one more SH band every 1000 steps, as the authors
+    init_opacity: OpenUnitFloat = 0.1
     # the authors initialise from down-sampled dense points; scenes without that cloud
     # (synthetic ones) fall back to the merged cloud
-    init_points: str = "downsampled"
-    max_init_points: int = 0  # random subset of the initial cloud (0 = all)
-    gaussian_embedding_dim: int = 32
-    temporal_embedding_dim: int = 256
-    temporal_rows: int = 150  # fine table rows at the end of coarse-to-fine (Technicolor 25)
-    coarse_rows: int = 30  # rows the coarse decoder sees (Technicolor 5)
-    c2f_steps: int = 10_000  # fine rows grow coarse_rows -> temporal_rows over these steps (0: full at once)
-    temporal_init_std: float = 0.01 / 16  # N(0, 0.01/sqrt(256)); 0 = zero init (Technicolor)
-    width: int = 128  # decoder width
-    trunk_layers: int = 1  # Linear(288->W) then (trunk_layers - 1) x [ReLU, Linear(W,W)]
+    init_points: PointSet = "downsampled"
+    max_init_points: NonNegativeInt = 0  # random subset of the initial cloud (0 = all)
+    gaussian_embedding_dim: PositiveInt = 32
+    temporal_embedding_dim: PositiveInt = 256
+    temporal_rows: PositiveInt = 150  # fine table rows at the end of coarse-to-fine (Technicolor 25)
+    coarse_rows: PositiveInt = 30  # rows the coarse decoder sees (Technicolor 5)
+    c2f_steps: NonNegativeInt = 10_000  # fine rows grow coarse_rows -> temporal_rows over these steps (0: full at once)
+    temporal_init_std: NonNegativeFloat = 0.01 / 16  # N(0, 0.01/sqrt(256)); 0 = zero init (Technicolor)
+    width: PositiveInt = 128  # decoder width
+    trunk_layers: PositiveInt = 1  # Linear(288->W) then (trunk_layers - 1) x [ReLU, Linear(W,W)]
     # dtype of the decoders' head products: "float32" as the authors, or "bfloat16" (float32
     # accumulation and outputs) for tensor cores
-    mlp_precision: str = "float32"
+    mlp_precision: Literal["float32", "bfloat16"] = "float32"
     deform_scale: bool = True
     deform_rotation: bool = True
     deform_opacity: bool = True
@@ -79,12 +87,12 @@ class ED3DGSConfig:
     # annealing (authors' use_anneal): dx, dr ramp 0->1 over anneal_steps from step 0; ds, do,
     # dSH ramp 0->1 over anneal_steps from deform_from
     anneal: bool = True  # Technicolor: False
-    anneal_steps: int = 1000
-    deform_from: int = 5000
-    knn: int = 20
-    knn_weight_scale: float = 2000.0  # weight exp(-scale * d^2), d in scene units
-    smooth_coef: float = 1.0  # Birthday 0.1
-    opacity_coef: float = 1e-4  # coef * sigmoid(mean opacity logit), replaces opacity resets
+    anneal_steps: NonNegativeInt = 1000
+    deform_from: NonNegativeInt = 5000
+    knn: PositiveInt = 20
+    knn_weight_scale: NonNegativeFloat = 2000.0  # weight exp(-scale * d^2), d in scene units
+    smooth_coef: NonNegativeFloat = 1.0  # Birthday 0.1
+    opacity_coef: NonNegativeFloat = 1e-4  # coef * sigmoid(mean opacity logit), replaces opacity resets
     # time offset for cameras that were not trained (test views): "none" uses t as is;
     # "mean" adds the mean offset of the trained cameras (the authors' renderer)
     test_offset: Literal["none", "mean"] = "none"
@@ -94,7 +102,7 @@ class ED3DGSConfig:
     # D-SSIM only on the multi-view steps of `sampling` (train.py:167), loss there
     # L1 + ssim_weight·(1 - SSIM), elsewhere L1; False: the loop's (1-λ)·L1 + λ·D-SSIM on every step
     ssim_multiview_only: bool = True
-    ssim_weight: float = 0.5  # lambda_dssim 1 x (1 - SSIM)/2: arguments/dynerf/default.py:37, train.py:169
+    ssim_weight: NonNegativeFloat = 0.5  # lambda_dssim 1 x (1 - SSIM)/2: arguments/dynerf/default.py:37, train.py:169
     lr: ED3DGSLR = field(default_factory=ED3DGSLR)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         iterations=80_000,

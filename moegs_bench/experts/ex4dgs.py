@@ -26,12 +26,22 @@ from gsplat.strategy import DefaultStrategy
 from gsplat.strategy.ops import duplicate, split
 from torch import Tensor, nn
 
+from ..config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitFloat,
+    PositiveFloat,
+    PositiveInt,
+    SHDegree,
+    UnitFloat,
+)
 from ..data.init import InitData
 from ..optim.densify import reset_rows
 from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from .base import DensifyConfig, Expert, TrainConfig
-from .common import init_gaussian_tensors, subsample
+from .common import PointSet, init_gaussian_tensors, subsample
 from .registry import register_expert
 
 
@@ -213,59 +223,59 @@ class Ex4DGSStrategy(DefaultStrategy):
 class Ex4DGSLR:
     """Learning rates (REFERENCE.md §2 Ex4DGS; temporal-opacity rates from the original N3V config)."""
 
-    means_init: float = 1.6e-4  # x scene extent
-    means_final: float = 1.6e-6
-    kf_pos_init: float = 1.6e-4  # dynamic positions, x scene extent
-    kf_pos_final: float = 1.6e-5
-    position_steps: int = 30_000  # decay length of both position schedules (original default)
-    sh0: float = 2.5e-3
-    shN: float = 2.5e-3 / 20
-    opacities: float = 0.05
-    scales: float = 5e-3
-    quats: float = 1e-5
-    kf_rot: float = 1e-3
-    drift: float = 1e-4
-    t_center: float = 0.01  # per keyframe interval (centres are stored in frames)
-    t_width: float = 1e-4
+    means_init: PositiveFloat = 1.6e-4  # x scene extent
+    means_final: PositiveFloat = 1.6e-6
+    kf_pos_init: PositiveFloat = 1.6e-4  # dynamic positions, x scene extent
+    kf_pos_final: PositiveFloat = 1.6e-5
+    position_steps: PositiveInt = 30_000  # decay length of both position schedules (original default)
+    sh0: NonNegativeFloat = 2.5e-3
+    shN: NonNegativeFloat = 2.5e-3 / 20
+    opacities: NonNegativeFloat = 0.05
+    scales: NonNegativeFloat = 5e-3
+    quats: NonNegativeFloat = 1e-5
+    kf_rot: NonNegativeFloat = 1e-3
+    drift: NonNegativeFloat = 1e-4
+    t_center: NonNegativeFloat = 0.01  # per keyframe interval (centres are stored in frames)
+    t_width: NonNegativeFloat = 1e-4
 
 
 @dataclass
 class Ex4DGSConfig:
     """Ex4DGS defaults: REFERENCE.md §2 and the original N3V configuration."""
 
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000
-    init_opacity: float = 0.1
-    init_points: str = "frame:0"  # REFERENCE.md §3: Ex4DGS starts from frame 0's sparse points
-    max_init_points: int = 0  # 0 = all
-    keyframe_interval: float = 10.0  # frames between keyframes
+    sh_degree: SHDegree = 3
+    sh_degree_interval: PositiveInt = 1000
+    init_opacity: OpenUnitFloat = 0.1
+    init_points: PointSet = "frame:0"  # REFERENCE.md §3: Ex4DGS starts from frame 0's sparse points
+    max_init_points: NonNegativeInt = 0  # 0 = all
+    keyframe_interval: PositiveFloat = 10.0  # frames between keyframes
     # progressive training: frames [0, window) with window = initial + add·(step // every)
-    window_initial: int = 10
-    window_add: int = 10
-    window_every: int = 400  # Technicolor 350
+    window_initial: PositiveInt = 10
+    window_add: NonNegativeInt = 10
+    window_every: PositiveInt = 400  # Technicolor 350
     # static -> dynamic conversion: `convert_delay` steps after each window growth (and every
     # `convert_every` steps until densification stops), on a view from the window's last interval
-    convert_start: int = 500
-    convert_delay: int = 100
-    convert_every: int = 3980  # Technicolor 1777
-    convert_percentile: float = 0.98  # top 2% of the normalised displacement
-    min_motion: float = 1e-6  # x scene extent: drift below this never converts
+    convert_start: NonNegativeInt = 500
+    convert_delay: NonNegativeInt = 100
+    convert_every: NonNegativeInt = 3980  # Technicolor 1777
+    convert_percentile: UnitFloat = 0.98  # top 2% of the normalised displacement
+    min_motion: NonNegativeFloat = 1e-6  # x scene extent: drift below this never converts
     # temporal opacity of dynamic Gaussians (Ex4DGS scene/c_gaussian_model.py, utils/interpolations.py)
     # floor added to every fall-off width, frames: var_pad / 2.36 with var_pad = 3 frames
     # (arguments/__init__.py default; configs/techni/*.json 3)
-    temporal_min_width: float = 3 / 2.36
+    temporal_min_width: NonNegativeFloat = 3 / 2.36
     # centres and widths at conversion: "window" = the original's rule (`conversion_temporal`,
     # t* = the converting view's frame); "clip" = open over the whole clip, widths one interval
     temporal_init: Literal["window", "clip"] = "window"
-    time_pad: float = 2.0  # configs/N3V/n3v_base.json "time_pad" (Technicolor 3): conversion log-widths
+    time_pad: FiniteFloat = 2.0  # configs/N3V/n3v_base.json "time_pad" (Technicolor 3): conversion log-widths
     temporal_expand: bool = True  # the original's update when the window grows (`expand_temporal`)
     # `readjust_temporal` every N steps before densify.stop - 3000 (train.py: densification_interval x 4;
     # Technicolor 1000); 0 = never
-    temporal_readjust_every: int = 1200
+    temporal_readjust_every: NonNegativeInt = 1200
     compat_far_centre: bool = False  # the original's early-side distance (see `temporal_opacity`)
-    static_reg: float = 1e-4  # · mean log(‖d‖ + 1e-3) over static Gaussians
-    motion_reg: float = 1e-4  # · mean ‖x_k0 - x_k‖ over dynamic Gaussians
-    dynamic_grad_threshold: float = 1e-4  # Technicolor 7e-5 (static: train.densify.grad_threshold)
+    static_reg: NonNegativeFloat = 1e-4  # · mean log(‖d‖ + 1e-3) over static Gaussians
+    motion_reg: NonNegativeFloat = 1e-4  # · mean ‖x_k0 - x_k‖ over dynamic Gaussians
+    dynamic_grad_threshold: NonNegativeFloat = 1e-4  # Technicolor 7e-5 (static: train.densify.grad_threshold)
     lr: Ex4DGSLR = field(default_factory=Ex4DGSLR)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(
         iterations=40_000, random_background=True,

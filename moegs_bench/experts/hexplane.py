@@ -10,19 +10,30 @@ regularisers (plane TV, time smoothness, time planes towards 1). REFERENCE.md §
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Annotated, Literal
 
 import torch
 import torch.nn.functional as F
 from gsplat.strategy import DefaultStrategy
 from torch import Tensor, nn
 
+from ..config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitFloat,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    SHDegree,
+)
 from ..data.init import InitData
 from ..errors import ConfigError
 from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from ..render.sh import num_sh_bases
 from .base import DensifyConfig, Expert, TrainConfig
-from .common import GaussianLR, init_gaussian_tensors, subsample
+from .common import GaussianLR, PointSetOrAuto, init_gaussian_tensors, subsample
 from .heads import DeformHeads, check_precision
 from .registry import register_expert
 
@@ -33,15 +44,18 @@ PLANES: tuple[tuple[str, int, int], ...] = (
 HEADS = ("dx", "ds", "dr", "do", "dsh")
 
 
+GridSize = Annotated[int, Range(2)]  # grid cells along one axis (interpolation needs two)
+
+
 # -- configuration -----------------------------------------------------------------------------
 @dataclass
 class DeformLR:
     """Deformation learning rates (REFERENCE.md §2; both x scene extent, log-linear decay)."""
 
-    mlp_init: float = 1.6e-4
-    mlp_final: float = 1.6e-5
-    grid_init: float = 1.6e-3
-    grid_final: float = 1.6e-4
+    mlp_init: PositiveFloat = 1.6e-4
+    mlp_final: PositiveFloat = 1.6e-5
+    grid_init: PositiveFloat = 1.6e-3
+    grid_final: PositiveFloat = 1.6e-4
 
 
 def _fourdgs_train() -> TrainConfig:
@@ -57,39 +71,39 @@ def _fourdgs_train() -> TrainConfig:
 class FourDGSConfig:
     """4DGaussians defaults (REFERENCE.md §2; the original's dynerf configuration)."""
 
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000  # one more SH band every N steps, as 3DGS
-    init_opacity: float = 0.1
-    init_points: str = "auto"  # "auto": "downsampled" when the scene has it, else "merged"
-    max_init_points: int = 100_000  # random subset of the initial cloud (0 = all)
+    sh_degree: SHDegree = 3
+    sh_degree_interval: PositiveInt = 1000  # one more SH band every N steps, as 3DGS
+    init_opacity: OpenUnitFloat = 0.1
+    init_points: PointSetOrAuto = "auto"  # "auto": "downsampled" when the scene has it, else "merged"
+    max_init_points: NonNegativeInt = 100_000  # random subset of the initial cloud (0 = all)
     # HexPlane field
-    grid_resolution: tuple[int, ...] = (64, 64, 64, 150)  # x, y, z, t
-    grid_multires: tuple[int, ...] = (1, 2)  # multiplies the spatial resolutions only
-    grid_features: int = 16  # per level; levels are concatenated
-    grid_init_range: tuple[float, ...] = (0.1, 0.5)  # spatial planes U(a, b); time planes 1
+    grid_resolution: tuple[GridSize, GridSize, GridSize, GridSize] = (64, 64, 64, 150)  # x, y, z, t
+    grid_multires: tuple[PositiveInt, ...] = (1, 2)  # multiplies the spatial resolutions only
+    grid_features: PositiveInt = 16  # per level; levels are concatenated
+    grid_init_range: tuple[FiniteFloat, FiniteFloat] = (0.1, 0.5)  # spatial planes U(a, b); time planes 1
     # False: t in [0,1) spans the whole time axis; True: the original feeds t into a [-1,1]
     # grid directly, so only its second half is used
     compat_half_time_axis: bool = False
-    net_width: int = 128
+    net_width: PositiveInt = 128
     # dtype of the deformation heads' matrix products: "float32" as the original, or
     # "bfloat16" (float32 accumulation and outputs) for tensor cores
-    mlp_precision: str = "float32"
+    mlp_precision: Literal["float32", "bfloat16"] = "float32"
     # stages and regularisers
-    coarse_iterations: int = 3000  # no deformation before this step
-    plane_tv_weight: float = 2e-4  # spatial planes
-    time_smoothness_weight: float = 1e-3  # second difference along t of the time planes
-    l1_time_planes_weight: float = 1e-4  # |1 - time plane|
+    coarse_iterations: NonNegativeInt = 3000  # no deformation before this step
+    plane_tv_weight: NonNegativeFloat = 2e-4  # spatial planes
+    time_smoothness_weight: NonNegativeFloat = 1e-3  # second difference along t of the time planes
+    l1_time_planes_weight: NonNegativeFloat = 1e-4  # |1 - time plane|
     # "tv": total variation (K-Planes / the 4DGaussians paper); "second_difference": what the
     # original code computes for the spatial planes (squared second difference along one axis)
-    plane_tv_mode: str = "tv"
+    plane_tv_mode: Literal["tv", "second_difference"] = "tv"
     # learning rates and densification
     lr: GaussianLR = field(default_factory=GaussianLR)
     deform_lr: DeformLR = field(default_factory=DeformLR)
-    lr_max_steps: int = 20_000  # decay horizon of the scheduled rates (position_lr_max_steps)
+    lr_max_steps: PositiveInt = 20_000  # decay horizon of the scheduled rates (position_lr_max_steps)
     stage_local_schedules: bool = True  # schedules and densify windows restart at the fine stage
     fresh_optimizer_at_fine: bool = True  # the original builds a new Adam for the fine stage
-    max_gaussians: int = 360_000  # no growth at or above this count
-    prune_min_gaussians: int = 0  # prune only above this count (the original code: 200000)
+    max_gaussians: PositiveInt = 360_000  # no growth at or above this count
+    prune_min_gaussians: NonNegativeInt = 0  # prune only above this count (the original code: 200000)
     train: TrainConfig = field(default_factory=_fourdgs_train)
 
 

@@ -75,5 +75,5 @@ def expert_config(name: str, preset: str | None = None, overrides: dict | None =
             raise ConfigError(f"--preset: expert {name!r} has no preset {preset!r} (available: {', '.join(sorted(presets))})")
         cfg = merge(cfg, presets[preset])
     if overrides:
-        cfg = merge(cfg, overrides)
+        cfg = merge(cfg, overrides, name)  # errors name the expert: "stg.sh_degree: ..."
     return cfg

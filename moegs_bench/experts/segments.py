@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from ..io import save_torch
+from ..io import load_torch, save_torch
 from ..render.gaussians import Gaussians
 from .base import Expert
 from .registry import get_expert
@@ -95,7 +95,7 @@ class SegmentedExpert(nn.Module):
 
 def load_expert(path: str | Path, device: torch.device) -> Expert | SegmentedExpert:
     """A stored expert model (`model.pt` of an expert run), plain or segmented, on `device`."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path)  # UnreadableFileError naming the file, not an unpickling traceback
     if ckpt.get("name") == KIND:
         models = [get_expert(c["name"]).from_checkpoint(c, device) for c in ckpt["models"]]
         return SegmentedExpert(models, ckpt["spans"])

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor, nn
 
+from ..config import NonNegativeInt, OpenUnitFloat, PositiveInt, SHDegree
 from ..data.init import InitData
 from ..render.gaussians import Gaussians
 from .base import DensifyConfig, Expert, TrainConfig
-from .common import GaussianLR, init_gaussian_tensors, subsample
+from .common import GaussianLR, PointSet, init_gaussian_tensors, subsample
 from .registry import register_expert
 
 
@@ -18,11 +19,11 @@ from .registry import register_expert
 class StaticConfig:
     """3DGS defaults (Kerbl et al. 2023; gsplat's simple_trainer)."""
 
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000  # one more SH band every N steps, as 3DGS
-    init_opacity: float = 0.1
-    init_points: str = "merged"  # which prepared point cloud: "merged" or "frame:<f>"
-    max_init_points: int = 100_000  # random subset of the initial cloud (0 = all)
+    sh_degree: SHDegree = 3
+    sh_degree_interval: PositiveInt = 1000  # one more SH band every N steps, as 3DGS
+    init_opacity: OpenUnitFloat = 0.1
+    init_points: PointSet = "merged"  # which prepared point cloud: "merged" or "frame:<f>"
+    max_init_points: NonNegativeInt = 100_000  # random subset of the initial cloud (0 = all)
     lr: GaussianLR = field(default_factory=GaussianLR)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -13,13 +13,23 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..config import (
+    FiniteFloat,
+    NonNegativeFloat,
+    NonNegativeInt,
+    OpenUnitFloat,
+    PositiveFloat,
+    PositiveInt,
+    SHDegree,
+    UnitFloat,
+)
 from ..data.init import InitData
 from ..optim.densify import append_gaussians
 from ..optim.schedules import exp_decay
 from ..render.gaussians import Gaussians
 from ..render.sh import rgb_to_sh0
 from .base import DensifyConfig, Expert, TrainConfig
-from .common import init_gaussian_tensors, subsample
+from .common import PointSet, init_gaussian_tensors, subsample
 from .registry import register_expert
 
 ColorMode = Literal["rgb", "sh", "features"]
@@ -46,19 +56,19 @@ DECODER_IN, DECODER_HIDDEN = 12, 6  # [specular 3, time feature 3, ray origin 3,
 class STGLR:
     """STG learning rates (REFERENCE.md §2 "STG"); means and motion scale with the extent."""
 
-    means_init: float = 1.6e-4
-    means_final: float = 1.6e-6
-    motion: float = 1.6e-4 * 0.5 * 3.5  # position lr x 0.5 x movelr, as the original
-    omega: float = 1e-4
-    time_center: float = 1e-4
-    time_scale: float = 0.03
-    color: float = 2.5e-3  # rgb / base+specular features / SH DC
-    shN: float = 2.5e-3 / 20
-    features_t: float = 1e-3
-    decoder: float = 1e-4  # the original's rgb decoder lr
-    opacities: float = 0.05
-    scales: float | None = None  # None: by dataset (SCALE_LR_BY_DATASET; N3V 1.5e-3, else 5e-3)
-    quats: float = 1e-3
+    means_init: PositiveFloat = 1.6e-4
+    means_final: PositiveFloat = 1.6e-6
+    motion: NonNegativeFloat = 1.6e-4 * 0.5 * 3.5  # position lr x 0.5 x movelr, as the original
+    omega: NonNegativeFloat = 1e-4
+    time_center: NonNegativeFloat = 1e-4
+    time_scale: NonNegativeFloat = 0.03
+    color: NonNegativeFloat = 2.5e-3  # rgb / base+specular features / SH DC
+    shN: NonNegativeFloat = 2.5e-3 / 20
+    features_t: NonNegativeFloat = 1e-3
+    decoder: NonNegativeFloat = 1e-4  # the original's rgb decoder lr
+    opacities: NonNegativeFloat = 0.05
+    scales: NonNegativeFloat | None = None  # None: by dataset (SCALE_LR_BY_DATASET; N3V 1.5e-3, else 5e-3)
+    quats: NonNegativeFloat = 1e-3
 
 
 @dataclass
@@ -67,15 +77,15 @@ class ErrorSamplingConfig:
     the rendered depth (REFERENCE.md §2: from iteration 1600). Bounded per event."""
 
     enabled: bool = True
-    start: int = 1600
-    stop: int = 9000
-    every: int = 1000
-    threshold: float = 0.15  # mean absolute error per pixel (images in [0,1])
-    max_rays: int = 256  # per view and event
-    per_ray: int = 2  # Gaussians sampled per ray
-    near_ratio: float = 0.8  # sampled depths: rendered depth x linspace(near_ratio, far_ratio)
-    far_ratio: float = 1.2
-    init_opacity: float = 0.1
+    start: NonNegativeInt = 1600
+    stop: NonNegativeInt = 9000
+    every: PositiveInt = 1000
+    threshold: UnitFloat = 0.15  # mean absolute error per pixel (images in [0,1])
+    max_rays: NonNegativeInt = 256  # per view and event
+    per_ray: PositiveInt = 2  # Gaussians sampled per ray
+    near_ratio: PositiveFloat = 0.8  # sampled depths: rendered depth x linspace(near_ratio, far_ratio)
+    far_ratio: PositiveFloat = 1.2
+    init_opacity: OpenUnitFloat = 0.1
 
 
 @dataclass
@@ -83,20 +93,20 @@ class STGConfig:
     """Spacetime Gaussians defaults (REFERENCE.md §2 "STG")."""
 
     color: ColorMode = "sh"  # MoE-GS authors' choice on N3V; "rgb" = STG lite, "features" = STG full
-    sh_degree: int = 3
-    sh_degree_interval: int = 1000
-    init_opacity: float = 0.1
-    init_points: str = "merged"  # the time-tagged union of per-frame points
+    sh_degree: SHDegree = 3
+    sh_degree_interval: PositiveInt = 1000
+    init_opacity: OpenUnitFloat = 0.1
+    init_points: PointSet = "merged"  # the time-tagged union of per-frame points
     # "all": every point; "frame0_isolated": all of the first frame + in every other frame the
     # `isolated_fraction` of its points farthest from their nearest neighbour in that frame;
     # "auto": by dataset and colour mode (INIT_RULE_BY_DATASET)
     init_rule: InitRule = "auto"
-    isolated_fraction: float = 0.25  # helper_model.py interpolate_point: int(N * 0.25) per frame
+    isolated_fraction: UnitFloat = 0.25  # helper_model.py interpolate_point: int(N * 0.25) per frame
     # True: the original's threshold test `d > sorted(d)[-k]` (keeps k-1 points, and with k = 0
     # every point but the closest); False: exactly the k most isolated
     isolated_compat: bool = False
-    max_init_points: int = 0  # random subset after the rule (0 = all)
-    time_scale_init: float | None = None  # s_t; None: by dataset (n3v 0, technicolor -2, else 0)
+    max_init_points: NonNegativeInt = 0  # random subset after the rule (0 = all)
+    time_scale_init: FiniteFloat | None = None  # s_t; None: by dataset (n3v 0, technicolor -2, else 0)
     lr: STGLR = field(default_factory=STGLR)
     error_sampling: ErrorSamplingConfig = field(default_factory=ErrorSamplingConfig)
     train: TrainConfig = field(default_factory=lambda: TrainConfig(

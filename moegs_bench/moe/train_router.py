@@ -14,7 +14,7 @@ from torch import Tensor
 from ..config import from_dict, to_dict
 from ..data.sampling import ViewSampler
 from ..eval.evaluate import ViewOutput
-from ..io import save_torch
+from ..io import load_torch, save_torch
 from ..progress import Progress
 from ..train.losses import photometric
 from .blend import gate_image
@@ -123,7 +123,7 @@ def save_router(router: Router, path: Path) -> Path:
 
 def load_router(path: Path, device: torch.device) -> Router:
     """A router saved by `save_router`, on `device`."""
-    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    ckpt = load_torch(path)  # UnreadableFileError naming the file when it cannot be read back
     cls = get_router(ckpt["name"])
     router = cls(ckpt["sizes"], from_dict(cls.Config, ckpt["config"]), device=device)
     router.load_state_dict(ckpt["state"])

@@ -152,7 +152,10 @@ def rasterize(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, op
     order = torch.argsort(pixel * N + rank[g])
     g, px, py, pixel = g[order], px[order], py[order], pixel[order]
 
-    alpha, _ = _alpha(means2d[g], conics[g], opacities[g], px, py)  # all >= 1/255 (filtered)
+    # index_select, not x[g]: its backward (index_add) sums the pairs' gradients in index
+    # order; indexing's (index_put_ with accumulate) in an order that depends on the threads
+    alpha, _ = _alpha(means2d.index_select(0, g), conics.index_select(0, g), opacities.index_select(0, g),
+                      px, py)  # all >= 1/255 (filtered)
 
     # segmented cumulative log-transmittance (float64 so long pixel lists stay exact)
     log_t = torch.log1p(-alpha.double())
@@ -160,12 +163,13 @@ def rasterize(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, op
     first = torch.ones_like(pixel, dtype=torch.bool)
     first[1:] = pixel[1:] != pixel[:-1]
     seg_start = torch.cummax(torch.where(first, torch.arange(len(pixel), device=pixel.device), 0), 0).values
-    base = torch.where(seg_start > 0, csum[(seg_start - 1).clamp_min(0)], torch.zeros_like(csum))
+    base = torch.where(seg_start > 0, csum.index_select(0, (seg_start - 1).clamp_min(0)),
+                       torch.zeros_like(csum))
     log_incl = csum - base
     include = log_incl > math.log(TRANSMITTANCE_MIN)  # exclusive stop, as gsplat's `next_T <= 1e-4`
     weights = torch.where(include, alpha * torch.exp(log_incl - log_t).to(alpha.dtype), torch.zeros_like(alpha))
 
-    image = values.new_zeros(height * width, D).index_add(0, pixel, weights[:, None] * values[g])
+    image = values.new_zeros(height * width, D).index_add(0, pixel, weights[:, None] * values.index_select(0, g))
     log_final = log_t.new_zeros(height * width).index_add(0, pixel, torch.where(include, log_t, torch.zeros_like(log_t)))
     trans = torch.exp(log_final).to(values.dtype)[:, None]
     if background is not None:

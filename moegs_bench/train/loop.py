@@ -5,6 +5,7 @@ densification (opacity resets done explicitly), progress and resumable checkpoin
 from __future__ import annotations
 
 import time
+import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,13 +17,13 @@ from torch import Tensor
 
 from ..data.load import SceneData
 from ..data.sampling import Sampler
-from ..errors import ConfigError
+from ..errors import ConfigError, StateWarning, UnreadableFileError
 from ..eval.perf import peak_memory_mb, reset_peak_memory
 from ..experts.base import Expert
 from ..experts.views import render_expert_views
-from ..io import save_torch
+from ..io import load_torch, save_torch
 from ..progress import Progress
-from .losses import photometric
+from .losses import DistillTargets, distillation_loss, photometric
 
 LOG_EVERY = 25  # steps between loss read-backs (each one waits for the device)
 
@@ -110,11 +111,17 @@ def render_step(expert: Expert, data: SceneData, sampler: Sampler, step: int, pe
     return StepViews(idx, gt, pred, outputs)
 
 
-def expert_loss(expert: Expert, pred: Tensor, gt: Tensor, step: int) -> Tensor:
+def expert_loss(expert: Expert, pred: Tensor, gt: Tensor, step: int, targets: DistillTargets | None = None,
+                idx: Tensor | None = None) -> Tensor:
     """The training loss: photometric w·((1-λ)·L1 + λ·D-SSIM) with the expert's (w, λ) at
-    `step` (`Expert.photometric_weighting`) plus its regularisers. pred, gt [B,H,W,3] -> scalar."""
+    `step` (`Expert.photometric_weighting`) plus its regularisers. pred, gt [B,H,W,3] -> scalar.
+    With `targets`, Eq. 11 on the pseudo-labels of views `idx` [B] replaces the photometric term."""
     weight, ssim_lambda = expert.photometric_weighting(step)
-    loss = photometric(pred, gt, ssim_lambda)
+    if targets is not None:
+        gate, moe = targets.provider(idx)
+        loss = distillation_loss(pred, gt, moe, gate, targets.lam, ssim_lambda)
+    else:
+        loss = photometric(pred, gt, ssim_lambda)
     if weight != 1.0:  # no extra kernel (and bit-identical losses) at the default weight
         loss = weight * loss
     reg = expert.regularisation(step)
@@ -178,21 +185,46 @@ def matmul_precision(precision: str):
             torch.set_float32_matmul_precision(previous)
 
 
+STATE_KEYS = ("step", "elapsed", "losses", "expert", "per_opt", "shared_opt", "strategy", "sampler", "rng")
+
+
+def read_train_state(path: Path) -> dict | None:
+    """The resumable state at `path`, or None when there is none. A state that cannot be read
+    back (truncated, damaged, not a training state) is renamed to `<name>.unreadable` with a
+    StateWarning, and None returned: training starts again from step 0."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        st = load_torch(path, verify=True)
+        if not isinstance(st, dict) or not set(STATE_KEYS) <= st.keys():
+            raise UnreadableFileError(path, "not a training state (keys missing)")
+    except UnreadableFileError as exc:
+        aside = path.with_name(path.name + ".unreadable")
+        path.replace(aside)
+        warnings.warn(StateWarning(f"{exc}; moved to {aside.name}, training starts again from step 0"),
+                      stacklevel=3)
+        return None
+    return st
+
+
 def train_expert(expert: Expert, data: SceneData, *, seed: int = 0, state_path: Path | None = None,
                  progress: Progress | None = None, backend: str = "auto",
-                 max_steps: int | None = None) -> TrainResult:
+                 max_steps: int | None = None, targets: DistillTargets | None = None) -> TrainResult:
     """Train `expert` on the scene's training views with its config's `train` settings.
 
     state_path: where resumable state is written every `checkpoint_every` steps; if it exists
     the run continues from it. max_steps: stop early after this many steps of this call (the
-    state is saved, for tests of resumption). Returns a TrainResult.
+    state is saved, for tests of resumption). targets: a mixture's pseudo-labels; Eq. 11 then
+    replaces the photometric loss (densification, schedules, regularisers unchanged).
+    Returns a TrainResult.
     """
     with matmul_precision(expert.config.train.matmul_precision):
-        return _train(expert, data, seed, state_path, progress, backend, max_steps)
+        return _train(expert, data, seed, state_path, progress, backend, max_steps, targets)
 
 
 def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, progress: Progress | None,
-           backend: str, max_steps: int | None) -> TrainResult:
+           backend: str, max_steps: int | None, targets: DistillTargets | None = None) -> TrainResult:
     cfg = expert.config.train
     device = data.device
     views = data.splits["train"]
@@ -204,8 +236,8 @@ def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, 
     strat_state = strategy.initialize_state(scene_scale=data.extent)
     start, elapsed_before, losses = 0, 0.0, []
 
-    if state_path is not None and Path(state_path).is_file():
-        st = torch.load(state_path, map_location="cpu", weights_only=False)
+    st = read_train_state(state_path) if state_path is not None else None
+    if st is not None:
         expert.load_checkpoint(st["expert"])
         per_opt, shared_opt = make_optimizers(expert)
         for name, sd in st["per_opt"].items():
@@ -237,7 +269,7 @@ def _train(expert: Expert, data: SceneData, seed: int, state_path: Path | None, 
         sv = render_step(expert, data, sampler, step, per_opt, shared_opt, fixed_bg, backend)
         for out in sv.outputs:
             strategy.step_pre_backward(expert.params, per_opt, strat_state, step, out.info)
-        loss = expert_loss(expert, sv.pred, sv.gt, step)
+        loss = expert_loss(expert, sv.pred, sv.gt, step, targets, sv.idx)
         if sampler.observes:  # error-driven samplers keep per-view errors on the device (no sync)
             sampler.observe(sv.idx, view_l1(sv.pred, sv.gt))
         loss.backward()

@@ -26,6 +26,8 @@ from ..scene import Camera
 
 # read_frames(camera name, source frame numbers in increasing order) -> (frame, [H,W,3] uint8)
 FrameReader = Callable[[str, Sequence[int]], Iterator[tuple[int, np.ndarray]]]
+# frame_files(camera name, source frame numbers) -> the files read_frames reads for them
+FrameFiles = Callable[[str, Sequence[int]], list[Path]]
 
 
 @dataclass
@@ -37,6 +39,10 @@ class RawScene:
         selection, which defines the normalised times t = (id - start) / (end - start).
     views[cam]: the source frame numbers that camera `cam` recorded (all of frame_ids for a
         multi-view rig; one frame per camera for a monocular video).
+    camera_files: the files the cameras, poses and split come from (fingerprinted by content).
+    frame_files: the files behind a camera's frames (fingerprinted cheaply); None when the
+        reader names none, and then `prepare` extracts the frames again on every run.
+    frame_settings[cam]: reader settings that change a camera's pixels (Technicolor repairs).
     """
 
     name: str
@@ -49,6 +55,9 @@ class RawScene:
     test_cameras: list[str]
     read_frames: FrameReader
     meta: dict[str, Any] = field(default_factory=dict)
+    camera_files: list[Path] = field(default_factory=list)
+    frame_files: FrameFiles | None = None
+    frame_settings: dict[str, dict] = field(default_factory=dict)
 
     def camera(self, name: str) -> Camera:
         for cam in self.cameras:

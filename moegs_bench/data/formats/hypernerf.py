@@ -26,7 +26,7 @@ import numpy as np
 
 from ...errors import ConfigError, SceneFormatError
 from ..images import image_size, read_image
-from ..scene import Camera
+from ..scene import Camera, rotation_problem
 from . import RawFormat, RawScene, ReadRequest, register_format, select_frames
 
 REQUIRED = ("dataset.json", "metadata.json", "scene.json")
@@ -64,8 +64,9 @@ def read_camera_json(path: Path, name: str, centered_principal_point: bool = Fal
     """camera/<id>.json -> Camera at the rgb/1x image size."""
     obj = load_json(path)
     R = _array(_field(obj, "orientation", path), (3, 3), path, "orientation")
-    if not np.allclose(R @ R.T, np.eye(3), atol=1e-4) or np.linalg.det(R) < 0:
-        raise SceneFormatError(path, "orientation", "is not a proper rotation")
+    problem = rotation_problem(R)
+    if problem:
+        raise SceneFormatError(path, "orientation", f"camera {name}: {problem}")
     position = _array(_field(obj, "position", path), (3,), path, "position")
     focal = float(_array(_field(obj, "focal_length", path), (), path, "focal_length"))
     width, height = (int(v) for v in _array(_field(obj, "image_size", path), (2,), path, "image_size"))
@@ -162,8 +163,13 @@ def read_hypernerf(
         img = rgb_dir / f"{i}.png"
         if not img.is_file():
             raise SceneFormatError(img, None, "file is missing (listed in dataset.json ids)")
-        cam = read_camera_json(scene_dir / "camera" / f"{i}.json", i, centered_principal_point)
+        cam_path = scene_dir / "camera" / f"{i}.json"
+        cam = read_camera_json(cam_path, i, centered_principal_point)
         w, h = image_size(img)
+        if abs(w * downscale - cam.width) > downscale or abs(h * downscale - cam.height) > downscale:
+            raise SceneFormatError(img, None, f"image is {w}x{h}, but {cam_path.name} has image_size "
+                                   f"{cam.width}x{cam.height}, about {cam.width / downscale:.0f}x"
+                                   f"{cam.height / downscale:.0f} in rgb/{downscale}x")
         cameras.append(cam.scaled(w, h))  # intrinsics in pixels of the stored images
 
     def read_frames(camera: str, fids: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
@@ -180,6 +186,8 @@ def read_hypernerf(
         meta={"source": str(scene_dir.resolve()), "rgb": f"rgb/{downscale}x", "split_rule": rule,
               "camera_ids": {i: _camera_id(metadata, i) for i in kept},
               **{k: scene_info[k] for k in ("center", "scale", "near", "far") if isinstance(scene_info, dict) and k in scene_info}},
+        camera_files=[scene_dir / r for r in REQUIRED] + [scene_dir / "camera" / f"{i}.json" for i in kept],
+        frame_files=lambda camera, fids: [rgb_dir / f"{camera}.png"],
     )
 
 

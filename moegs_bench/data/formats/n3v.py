@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ...errors import ConfigError, SceneFormatError
-from ..scene import Camera
+from ..scene import Camera, rotation_problem
 from . import RawFormat, RawScene, ReadRequest, register_format, select_frames
 
 POSES_FILE = "poses_bounds.npy"
@@ -54,8 +54,12 @@ def camera_to_llff(cam: Camera) -> np.ndarray:
     return pose
 
 
-def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """poses_bounds.npy -> poses [N,3,5], bounds [N,2]; SceneFormatError on a bad file."""
+def read_poses_bounds(path: Path, names: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """poses_bounds.npy -> poses [N,3,5], bounds [N,2]; SceneFormatError on a bad file.
+
+    names: the camera of each row (the videos in name order), for messages; every rotation
+    block must be a proper rotation (a reflection, determinant -1, is rejected here rather
+    than by whatever reads the prepared scene)."""
     if not path.is_file():
         raise SceneFormatError(path, None, "file is missing (an N3V scene needs poses_bounds.npy)")
     try:
@@ -64,17 +68,25 @@ def read_poses_bounds(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise SceneFormatError(path, None, f"unreadable numpy file ({exc})") from None
     if arr.ndim != 2 or arr.shape[1] != 17 or len(arr) == 0:
         raise SceneFormatError(path, None, f"expected an [N,17] array, got shape {list(arr.shape)}")
-    arr = arr.astype(np.float64)
-    if not np.all(np.isfinite(arr)):
-        raise SceneFormatError(path, None, "contains non-finite values")
+    try:
+        arr = arr.astype(np.float64)
+    except (TypeError, ValueError):
+        raise SceneFormatError(path, None, f"expected numbers, got dtype {arr.dtype}") from None
     poses = arr[:, :15].reshape(-1, 3, 5)
-    if np.any(poses[:, :, 4] <= 0):
-        raise SceneFormatError(path, "hwf", "height, width and focal must be positive")
-    for i, pose in enumerate(poses):
-        R = pose[:, :3]
-        if not np.allclose(R.T @ R, np.eye(3), atol=1e-3):
-            raise SceneFormatError(path, f"row {i}", "rotation block is not orthonormal")
+    for i, row in enumerate(arr):
+        if not np.all(np.isfinite(row)):
+            raise SceneFormatError(path, _row_name(i, names), "contains non-finite values (NaN or inf)")
+        if np.any(poses[i, :, 4] <= 0):
+            raise SceneFormatError(path, _row_name(i, names), "hwf: height, width and focal must be positive")
+        problem = rotation_problem(poses[i, :, :3])
+        if problem:
+            raise SceneFormatError(path, _row_name(i, names), problem)
     return poses, arr[:, 15:17]
+
+
+def _row_name(i: int, names: Sequence[str] | None) -> str:
+    """'row i (camXX)' when the row's camera is known, else 'row i'."""
+    return f"row {i} ({names[i]})" if names is not None and i < len(names) else f"row {i}"
 
 
 # -- videos ----------------------------------------------------------------------------------
@@ -146,8 +158,8 @@ def read_n3v(
     """
     scene_dir = Path(scene_dir)
     name = name or scene_dir.name
-    poses, bounds = read_poses_bounds(scene_dir / POSES_FILE)
     videos = find_videos(scene_dir)
+    poses, bounds = read_poses_bounds(scene_dir / POSES_FILE, [v.stem for v in videos])
     if not videos:
         raise SceneFormatError(scene_dir, None, "no cam*.mp4 videos found")
     if len(videos) != len(poses):
@@ -183,6 +195,7 @@ def read_n3v(
         test_cameras=list(test_cameras), read_frames=read_frames,
         meta={"source": str(scene_dir.resolve()), "near_far": near_far,
               "dropped_cameras": [c for c in drop_cameras if c in infos]},
+        camera_files=[scene_dir / POSES_FILE], frame_files=lambda camera, ids: [infos[camera][0]],
     )
 
 

@@ -85,8 +85,8 @@ def read_camera_parameters(path: Path) -> np.ndarray:
             raise SceneFormatError(path, f"line {lineno}", "expected numbers") from None
         if not np.all(np.isfinite(row)) or row[0] <= 0 or row[3] <= 0:
             raise SceneFormatError(path, f"line {lineno}", "focal length and aspect must be positive and finite")
-        if np.linalg.norm(row[5:9]) < 1e-8:
-            raise SceneFormatError(path, f"line {lineno}", "quaternion qw qx qy qz is zero")
+        if np.linalg.norm(row[5:9]) < 1e-8:  # any other quaternion is a rotation once normalised, as in COLMAP
+            raise SceneFormatError(path, f"line {lineno} (cam{len(rows):02d})", "quaternion qw qx qy qz is zero")
         rows.append(row)
     if not rows:
         raise SceneFormatError(path, None, "no camera rows after the header line")
@@ -198,13 +198,28 @@ def read_technicolor(
                                f"({num} cameras in {PARAMS_FILE})")
     frame_ids, frame_range = _select_frames(scene_dir, prefix, found, frames)
 
-    width, height = image_size(scene_dir / image_name(prefix, frame_ids[0], 0))
+    first = scene_dir / image_name(prefix, frame_ids[0], 0)
+    width, height = image_size(first)
+    for ci in range(num):  # headers only: a wrong size is found before anything is written
+        for f in frame_ids:
+            path = scene_dir / image_name(prefix, f, ci)
+            if image_size(path) != (width, height):
+                w, h = image_size(path)
+                raise SceneFormatError(path, None, f"image is {w}x{h}, {first.name} is {width}x{height}")
     names = [f"cam{i:02d}" for i in range(num)]
     cameras = [row_to_camera(r, n, width, height) for r, n in zip(rows, names, strict=True)]
     for cam in test_cameras:
         if cam not in names:
             raise ConfigError(f"test camera {cam!r} is not a camera of {scene_dir} (cam00..cam{num - 1:02d})")
     repair_map = {(r.camera, r.frame): r.source_frame for r in repairs}
+
+    def frame_files(camera: str, ids: Sequence[int]) -> list[Path]:
+        """The images of `ids`, and a repaired image's source frame where it exists (it is
+        read only if the broken image fails to decode)."""
+        ci = names.index(camera)
+        out = [scene_dir / image_name(prefix, f, ci) for f in ids]
+        sources = [scene_dir / image_name(prefix, repair_map[(ci, f)], ci) for f in ids if (ci, f) in repair_map]
+        return out + [p for p in sources if p.is_file()]
 
     def read_frames(camera: str, ids: Sequence[int]) -> Iterator[tuple[int, np.ndarray]]:
         ci = names.index(camera)
@@ -224,6 +239,10 @@ def read_technicolor(
         test_cameras=list(test_cameras), read_frames=read_frames,
         meta={"source": str(scene_dir.resolve()), "file_prefix": prefix, "skew": [float(r[4]) for r in rows],
               "repairs": [{"camera": r.camera, "frame": r.frame, "source_frame": r.source_frame} for r in repairs]},
+        camera_files=[params_path], frame_files=frame_files,
+        frame_settings={names[r.camera]: {"repairs": sorted([f, g] for (c, f), g in repair_map.items()
+                                                            if c == r.camera)}
+                        for r in repairs if r.camera < num},
     )
 
 

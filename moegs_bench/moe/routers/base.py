@@ -17,7 +17,7 @@ from typing import ClassVar, Literal
 import torch
 from torch import Tensor, nn
 
-from ...config import merge
+from ...config import NonNegativeFloat, PositiveFloat, PositiveInt, UnitFloat, merge
 from ...errors import ConfigError
 from ...render.gaussians import Gaussians
 from ..pool import ExpertPool
@@ -27,14 +27,14 @@ from ..pool import ExpertPool
 class RouterConfig:
     """Stage-2 settings of every router (REFERENCE.md §1, N3V values)."""
 
-    iterations: int = 5000  # one camera per step
-    temperature: float = 1.0  # softmax(logits / T) in training
-    eval_temperature: float | None = None  # None: same as `temperature` (authors: train 0.01, eval 1)
-    ssim_lambda: float = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
+    iterations: PositiveInt = 5000  # one camera per step
+    temperature: PositiveFloat = 1.0  # softmax(logits / T) in training
+    eval_temperature: PositiveFloat | None = None  # None: same as `temperature` (authors: train 0.01, eval 1)
+    ssim_lambda: UnitFloat = 0.2  # loss (1-λ)·L1 + λ·D-SSIM
     # the colour behind every expert in the mixture's renders: each expert's own (the one it
     # was trained and evaluated on), or one for all (the authors render every expert on white)
     expert_background: Literal["own", "white", "black"] = "own"
-    seconds_limit: float = 0.0  # stop training after this many seconds (0: no limit)
+    seconds_limit: NonNegativeFloat = 0.0  # stop training after this many seconds (0: no limit)
 
     @property
     def eval_temp(self) -> float:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from ...config import NonNegativeFloat, NonNegativeInt, PositiveInt
 from ..blend import blend, blend_depth, pixel_rays, softmax_gates
 from ..pool import ExpertPool
 from .base import COMMON_PRESETS, Router, RouterConfig, RouterOutput, register_router
@@ -17,9 +18,9 @@ from .base import COMMON_PRESETS, Router, RouterConfig, RouterOutput, register_r
 class PixelConfig(RouterConfig):
     """The MLP is not specified by the paper: a small one, our choice."""
 
-    pixel_hidden: int = 32
-    pixel_layers: int = 2
-    lr_pixel: float = 0.005
+    pixel_hidden: PositiveInt = 32
+    pixel_layers: NonNegativeInt = 2
+    lr_pixel: NonNegativeFloat = 0.005
 
 
 @register_router

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from ...config import FiniteFloat, NonNegativeFloat, NonNegativeInt, PositiveFloat
 from ...optim.schedules import exp_decay
 from ..blend import blend, blend_depth, pixel_rays, softmax_gates
 from ..pool import ExpertPool
@@ -20,14 +21,14 @@ class VAPRConfig(RouterConfig):
     w and w_dir are one optimiser group, as in the authors' code: lr_w decaying
     exponentially to lr_w·lr_w_final_ratio over lr_w_decay_steps."""
 
-    init_w: float = 0.9
-    init_w_dir: float = 0.9
-    init_w_time: float = 0.0
-    lr_w: float = 0.5
-    lr_w_final_ratio: float = 0.01
-    lr_w_decay_steps: int = 10_000
-    lr_w_time: float = 0.05
-    lr_phi: float = 0.05
+    init_w: FiniteFloat = 0.9
+    init_w_dir: FiniteFloat = 0.9
+    init_w_time: FiniteFloat = 0.0
+    lr_w: NonNegativeFloat = 0.5
+    lr_w_final_ratio: PositiveFloat = 0.01
+    lr_w_decay_steps: NonNegativeInt = 10_000
+    lr_w_time: NonNegativeFloat = 0.05
+    lr_phi: NonNegativeFloat = 0.05
 
 
 @register_router

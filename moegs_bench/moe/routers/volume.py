@@ -9,6 +9,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
+from ...config import NonNegativeFloat, NonNegativeInt, OpenUnitFloat, PositiveFloat
 from ...errors import ConfigError
 from ...optim.schedules import exp_decay
 from ...render.backend import render
@@ -23,10 +24,10 @@ class VolumeConfig(RouterConfig):
     logits follow VAPR's w schedule (RAdam, exponential decay)."""
 
     gate: Literal["sigmoid", "softmax"] = "sigmoid"
-    init_gate: float | None = None  # sigmoid gate at start; None: 1/K
-    lr_w: float = 0.5
-    lr_w_final_ratio: float = 0.01
-    lr_w_decay_steps: int = 10_000
+    init_gate: OpenUnitFloat | None = None  # sigmoid gate at start; None: 1/K
+    lr_w: NonNegativeFloat = 0.5
+    lr_w_final_ratio: PositiveFloat = 0.01
+    lr_w_decay_steps: NonNegativeInt = 10_000
 
 
 @register_router
