@@ -25,13 +25,31 @@ def captured(monkeypatch):
     """Invoke `run ARGS` and return the Experiment it would run (and the command's output)."""
     seen = []
     monkeypatch.setattr(run_cmd, "_run_and_print", lambda exp: seen.append(exp))
+    import moegs_bench.report.html as html
+
+    reports = []
+    monkeypatch.setattr(html, "write_report", lambda runs, out: reports.append((runs, out)) or out / "index.html")
 
     def invoke(*args):
         out = CliRunner().invoke(cli, ["run", *args])
         assert out.exit_code == 0, out.output
+        seen[-1].html_reports = list(reports)
+        reports.clear()
         return seen[-1]
 
     return invoke
+
+
+def test_the_default_run_ends_with_the_html_report(captured, tmp_path):
+    """No options: the HTML report of the store is written to RUNS/report; with --experts
+    only when --html asks; --html none: never. (A run that forgot the report, wrote it
+    for every run, or ignored --html would fail.)"""
+    runs = tmp_path / "r"
+    assert captured("--runs", runs).html_reports == [(runs, runs / "report")]
+    assert captured("--runs", runs, "--experts", "static").html_reports == []
+    assert captured("--runs", runs, "--experts", "static", "--html", tmp_path / "h").html_reports == [
+        (runs, tmp_path / "h")]
+    assert captured("--runs", runs, "--html", "none").html_reports == []
 
 
 def plan(exp, dataset="synthetic"):

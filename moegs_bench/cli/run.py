@@ -136,14 +136,24 @@ def _print_table(name: str, result, runs) -> None:
               help="Repeat the retrained and distilled trainings over this many seeds (seed+1, seed+2, ...).")
 @click.option("--distill-lambda", default=None, type=float,
               help="Eq. 11's λ, ground truth vs mixture (default 0.5: the paper prints no value).")
+@click.option("--html", "html_dir", default=None, type=click.Path(path_type=Path, file_okay=False),
+              help="Write the store's static HTML report here afterwards (default: RUNS/report when "
+                   "--experts is not given, i.e. the default demo run; `none` for no report).")
 @_with_run_options
-def run(**kw):
+def run(html_dir, **kw):
     """Prepare (or reuse) a scene, train the experts (or reuse stored runs), train routers
     over them (without options: the VAPR over the dataset's default expert set, beside the
     uniform average and the oracles), evaluate, store results and print tables."""
     exp = _experiment(**kw)
     _run_and_print(exp)
     click.echo(f"\nresults: {exp.runs_dir / 'results.csv'}")
+    if html_dir is None and kw.get("experts") is None:
+        html_dir = exp.runs_dir / "report"
+    if html_dir is not None and str(html_dir) != "none":
+        from ..report.html import write_report
+
+        index = write_report(exp.runs_dir, html_dir)
+        click.echo(f"HTML report: {index}")
 
 
 @click.command()
