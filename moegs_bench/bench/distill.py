@@ -18,10 +18,9 @@ built from.
 
 from __future__ import annotations
 
-import json
 import shutil
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 
@@ -32,15 +31,14 @@ from ..eval.evaluate import evaluate_views
 from ..eval.metrics import LPIPSMetric, metric_notes
 from ..eval.perf import storage_mb
 from ..experts.registry import get_expert, split_label
-from ..experts.segments import SegmentedExpert, load_expert, segment_ranges
+from ..experts.segments import SegmentedExpert, segment_ranges
 from ..experts.views import expert_view_renderer
-from ..io import atomic_write_json
-from ..moe.distill import DistillConfig, PseudoLabels, pseudo_labels, segment_views
+from ..moe.distill import DistillConfig, PseudoLabels, pseudo_labels
 from ..moe.train_router import load_router
 from ..progress import ProgressFactory, task
-from ..train.loop import TrainResult, train_expert
 from ..train.losses import DistillTargets
-from .harness import MixtureInputs, StoredRun, _finish, combine_results
+from . import efficiency as eff
+from .harness import MixtureInputs, StoredRun, _finish, _train_model, _train_segments
 from .store import Run, RunId, RunStore, code_fingerprint, content_key, scene_fingerprint
 
 RETRAINED, DISTILLED, NOWEIGHT = "-retrained", "-distilled", "-distilled-noweight"
@@ -114,43 +112,16 @@ class ExpertRecipe:
 TargetsFor = Callable[[torch.Tensor | None], DistillTargets]
 
 
-def _train_one(recipe: ExpertRecipe, data: SceneData, seed: int, run: Run, state: str, targets: DistillTargets | None,
-               progress) -> tuple:
-    """A fresh expert trained as the stored one was, on `data` (resuming from checkpoints/<state>)."""
-    torch.manual_seed(seed)
-    expert = get_expert(recipe.name).from_scene(data, recipe.config, torch.Generator().manual_seed(seed))
-    result = train_expert(expert, data, seed=seed, state_path=run.checkpoint_path(state), progress=progress,
-                          targets=targets)
-    run.checkpoint_path(state).unlink(missing_ok=True)  # the trained model supersedes it
-    return expert, result
-
-
 def _train(recipe: ExpertRecipe, data: SceneData, seed: int, run: Run, targets_for: TargetsFor | None,
            progress: ProgressFactory | None, label: str) -> tuple:
     """One model, or one per temporal segment as the stored expert had (each segment with the
-    pseudo-labels of its own views); returns (expert, TrainResult)."""
+    pseudo-labels of its own views), trained as the harness trains experts; returns
+    (expert, TrainResult)."""
     ranges = segment_ranges(len(data.times), recipe.segment_frames)
     if len(ranges) == 1:
-        return _train_one(recipe, data, seed, run, "train_state.pt",
-                          targets_for(None) if targets_for else None, task(progress, label))
-    models, results = [], []
-    for k, (start, end) in enumerate(ranges):
-        model_path, summary = run.checkpoint_path(f"segments/{k:02d}.pt"), run.checkpoint_path(f"segments/{k:02d}.json")
-        if model_path.is_file() and summary.is_file():
-            models.append(load_expert(model_path, data.device))
-            results.append(TrainResult(**json.loads(summary.read_text())))
-            continue
-        part = data.temporal_segment(start, end)
-        keep = segment_views(data.splits["train"], start, end)
-        expert, result = _train_one(recipe, part, seed, run, f"segments/{k:02d}_state.pt",
-                                    targets_for(keep) if targets_for else None,
-                                    task(progress, f"{label} frames {start}:{end}"))
-        expert.save(model_path)
-        atomic_write_json(summary, {k: v for k, v in asdict(result).items() if k != "losses"})
-        models.append(expert)
-        results.append(result)
-        del part  # its images are a copy on the device
-    return SegmentedExpert(models, [data.segment_span(s, e) for s, e in ranges]), combine_results(results)
+        return _train_model(recipe.name, recipe.config, data, seed, run, "train_state.pt", task(progress, label),
+                            targets_for(None) if targets_for else None)
+    return _train_segments(recipe.name, recipe.config, data, ranges, seed, run, progress, label, targets_for)
 
 
 def run_variant(recipe: ExpertRecipe, data: SceneData, store: RunStore, run_id: RunId, run_config: dict, *,
@@ -177,7 +148,9 @@ def run_variant(recipe: ExpertRecipe, data: SceneData, store: RunStore, run_id: 
         metrics["segments"] = float(len(expert.models))
     if result.peak_memory_mb is not None:
         metrics["train_peak_memory_mb"] = result.peak_memory_mb
-    return _finish(run, run_id.method, evaluation, metrics, {**metric_notes(lpips), **(notes or {})},
+    speed, speed_notes = eff.expert_efficiency(expert, data, recipe.config.train.background)
+    metrics.update(speed)
+    return _finish(run, run_id.method, evaluation, metrics, {**metric_notes(lpips), **speed_notes, **(notes or {})},
                    {"train": result.seconds, "eval": evaluation.seconds, **(timings or {})})
 
 

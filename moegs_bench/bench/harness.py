@@ -25,6 +25,7 @@ from ..experts.segments import SegmentedExpert, load_expert, segment_ranges
 from ..experts.views import expert_view_renderer
 from ..io import atomic_write_json, save_torch, torch_file_problem
 from ..moe.baselines import BASELINES, baseline_renderers, oracle_gain_share
+from ..moe.distill import segment_views
 from ..moe.pool import ExpertPool
 from ..moe.responsibility import METHOD as FUSED
 from ..moe.responsibility import (
@@ -134,21 +135,26 @@ def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
                    {"train": result.seconds, "eval": evaluation.seconds})
 
 
-def _train_model(name: str, cfg, data: SceneData, seed: int, run: Run, state: str, progress) -> tuple:
+def _train_model(name: str, cfg, data: SceneData, seed: int, run: Run, state: str, progress,
+                 targets=None) -> tuple:
     """A fresh expert trained on `data` (resuming from checkpoints/<state>, deleted once the
-    model is trained); returns (expert, TrainResult)."""
+    model is trained); targets: the distillation targets replacing its photometric loss's
+    (train.loop.train_expert), None for the ground truth. Returns (expert, TrainResult)."""
     torch.manual_seed(seed)
     expert = get_expert(name).from_scene(data, cfg, torch.Generator().manual_seed(seed))
-    result = train_expert(expert, data, seed=seed, state_path=run.checkpoint_path(state), progress=progress)
+    result = train_expert(expert, data, seed=seed, state_path=run.checkpoint_path(state), progress=progress,
+                          targets=targets)
     run.checkpoint_path(state).unlink(missing_ok=True)  # the trained model supersedes it
     return expert, result
 
 
 def _train_segments(name: str, cfg, data: SceneData, ranges: list[tuple[int, int]], seed: int, run: Run,
-                    progress: ProgressFactory | None, label: str) -> tuple[SegmentedExpert, TrainResult]:
+                    progress: ProgressFactory | None, label: str,
+                    targets_for=None) -> tuple[SegmentedExpert, TrainResult]:
     """One model per frame range, each trained on its frames alone (times renormalised, as a
     method that prepares each segment as a scene); a finished segment's model is kept in
-    checkpoints/segments/ and reused when the run resumes."""
+    checkpoints/segments/ and reused when the run resumes. targets_for(keep [V] bool over the
+    training views): the distillation targets of a segment's views (None: ground truth)."""
     models, results = [], []
     for k, (start, end) in enumerate(ranges):
         model_path, summary = run.checkpoint_path(f"segments/{k:02d}.pt"), run.checkpoint_path(f"segments/{k:02d}.json")
@@ -157,8 +163,9 @@ def _train_segments(name: str, cfg, data: SceneData, ranges: list[tuple[int, int
             results.append(kept[1])
             continue
         part = data.temporal_segment(start, end)
+        targets = targets_for(segment_views(data.splits["train"], start, end)) if targets_for else None
         expert, result = _train_model(name, cfg, part, seed, run, f"segments/{k:02d}_state.pt",
-                                      task(progress, f"{label} frames {start}:{end}"))
+                                      task(progress, f"{label} frames {start}:{end}"), targets)
         expert.save(model_path)
         atomic_write_json(summary, {k: v for k, v in asdict(result).items() if k != "losses"})
         models.append(expert)
