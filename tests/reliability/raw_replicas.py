@@ -11,32 +11,25 @@ from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from moegs_bench.data.raw_writers import encode_video, write_hypernerf, write_n3v, write_technicolor
 from moegs_bench.data.scene import Camera, intrinsics, look_at
+from moegs_bench.data.synthetic.texture import make_lattice, noise_volume, value_noise
 
 W, H = 96, 72  # N3V replica frames
 WALL_Z, SPHERE_R = 1.5, 0.7
 
 
 @lru_cache(maxsize=1)
-def _grid() -> np.ndarray:
-    return np.random.default_rng(7).random((32, 32, 32, 3))
+def _volume() -> torch.Tensor:
+    return noise_volume(torch.from_numpy(make_lattice(np.random.default_rng(7))))
 
 
 def _noise(p: np.ndarray, freq: float) -> np.ndarray:
-    """Trilinear value noise [...,3] in [0,1] of 3D points p [...,3]."""
-    grid, q = _grid(), p * freq
-    i = np.floor(q).astype(int)
-    f = q - i
-    out = 0.0
-    for dx in (0, 1):
-        for dy in (0, 1):
-            for dz in (0, 1):
-                w = ((f[..., 0] if dx else 1 - f[..., 0]) * (f[..., 1] if dy else 1 - f[..., 1])
-                     * (f[..., 2] if dz else 1 - f[..., 2]))
-                out = out + w[..., None] * grid[(i[..., 0] + dx) % 32, (i[..., 1] + dy) % 32, (i[..., 2] + dz) % 32]
-    return out
+    """The synthetic scenes' value noise [...,3] in [0,1] of 3D points p [...,3]."""
+    q = torch.from_numpy(np.ascontiguousarray(p * freq, dtype=np.float32).reshape(-1, 3))
+    return value_noise(q, _volume()).numpy().reshape(*p.shape[:-1], 3)
 
 
 def textured(cam: Camera, shift: float = 0.0, tint: int = 0) -> np.ndarray:
