@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..experts.base import Expert
 from ..render.backend import RenderOutput
 from ..render.gaussians import Gaussians
-from ..render.multi_expert import render_experts
+from ..render.multi_expert import render_experts, resolve_mode
 
 
 @dataclass
@@ -42,17 +42,20 @@ class ExpertPool:
     """K frozen experts on one scene.
 
     experts: trained Expert modules (moved to data.device and frozen here); names: their labels;
-    cache_mb: memory for cached per-frame Gaussians (0: no cache).
+    cache_mb: memory for cached per-frame Gaussians (0: no cache); render_mode: "auto",
+    "single-pass" or "multi-pass" (`render.multi_expert.render_experts`).
     """
 
     def __init__(self, experts: Sequence[Expert], names: Sequence[str], data: SceneData,
-                 backend: str = "auto", cache_mb: float = 2048.0):
+                 backend: str = "auto", cache_mb: float = 2048.0, render_mode: str = "auto"):
         if len(experts) != len(names) or len(experts) < 1:
             raise ValueError(f"ExpertPool: {len(experts)} experts and {len(names)} names")
         self.experts = [e.to(data.device).eval().requires_grad_(False) for e in experts]
         self.names = list(names)
         self.data = data
         self.backend = backend
+        resolve_mode(render_mode, experts=[])  # a bad mode fails here, not at the first render
+        self.render_mode = render_mode  # "auto" is resolved per call
         self.backgrounds = [torch.tensor(e.config.train.background, dtype=torch.float32, device=data.device)
                             for e in self.experts]
         self.cache_bytes = int(cache_mb * 2**20)
@@ -103,7 +106,8 @@ class ExpertPool:
     def render_view(self, cam: int, frame: int, extras: Sequence[Tensor] | None = None,
                     extras_background: Tensor | None = None,
                     gaussians: list[Gaussians] | None = None, background: Tensor | None = None) -> ExpertViews:
-        """Every expert's render of one view, one rasterisation per expert.
+        """Every expert's render of one view, in one pass or one rasterisation per expert
+        (`render_mode`).
 
         extras: K per-Gaussian tensors [N_k,E] splatted in the same pass as colour and depth;
         gaussians: the view's Gaussians if the caller already has them (view_gaussians);
@@ -115,7 +119,7 @@ class ExpertPool:
         gs = gaussians if gaussians is not None else self.view_gaussians(cam, frame)
         outs = render_experts(gs, viewmats, Ks, self.data.width, self.data.height, extras=extras,
                               backgrounds=self.backgrounds if background is None else background,
-                              extras_background=extras_background, backend=self.backend)
+                              extras_background=extras_background, backend=self.backend, mode=self.render_mode)
         with torch.no_grad():
             images = torch.stack([e.decode(o.rgb.detach(), viewmats, Ks, t)
                                   for e, o in zip(self.experts, outs, strict=True)])

@@ -136,17 +136,26 @@ def _alpha(means2d: Tensor, conics: Tensor, opacities: Tensor, px: Tensor, py: T
 
 
 def rasterize(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, opacities: Tensor,
-              values: Tensor, width: int, height: int, background: Tensor | None = None):
+              values: Tensor, width: int, height: int, background: Tensor | None = None,
+              groups: Tensor | None = None, n_groups: int = 1):
     """Blend per-Gaussian values into one image, front to back.
 
     means2d [N,2], conics [N,3], depths [N], radii [N,2] (0 = culled), opacities [N],
     values [N,D], background [D] or None. Returns image [H,W,D] and alpha [H,W,1].
     Works on the sparse list of (gaussian, pixel) pairs sorted by pixel then depth, with
     per-pixel transmittance from a segmented cumulative sum of log(1 - alpha).
+
+    groups [N] (long, < n_groups): blend each group with its own transmittance in the same
+    pass (MoE-GS Eq. 9: one projection and one sort, a colour and transmittance per expert);
+    background is then [G,D] or [D], and the result image [G,H,W,D], alpha [G,H,W,1]. Each
+    group's output equals blending that group alone.
     """
     N, D = values.shape
     g, px, py = _pixel_pairs(means2d, conics, opacities, radii, width, height)
     pixel = py * width + px
+    if groups is not None:  # a segment per (group, pixel): groups never share transmittance
+        pixel = groups.index_select(0, g) * (height * width) + pixel
+    n_pix = n_groups * height * width if groups is not None else height * width
     rank = torch.empty(N, dtype=torch.long, device=values.device)
     rank[torch.argsort(depths.detach(), stable=True)] = torch.arange(N, device=values.device)
     order = torch.argsort(pixel * N + rank[g])
@@ -169,9 +178,11 @@ def rasterize(means2d: Tensor, conics: Tensor, depths: Tensor, radii: Tensor, op
     include = log_incl > math.log(TRANSMITTANCE_MIN)  # exclusive stop, as gsplat's `next_T <= 1e-4`
     weights = torch.where(include, alpha * torch.exp(log_incl - log_t).to(alpha.dtype), torch.zeros_like(alpha))
 
-    image = values.new_zeros(height * width, D).index_add(0, pixel, weights[:, None] * values.index_select(0, g))
-    log_final = log_t.new_zeros(height * width).index_add(0, pixel, torch.where(include, log_t, torch.zeros_like(log_t)))
+    image = values.new_zeros(n_pix, D).index_add(0, pixel, weights[:, None] * values.index_select(0, g))
+    log_final = log_t.new_zeros(n_pix).index_add(0, pixel, torch.where(include, log_t, torch.zeros_like(log_t)))
     trans = torch.exp(log_final).to(values.dtype)[:, None]
+    lead = (n_groups,) if groups is not None else ()
     if background is not None:
-        image = image + trans * background
-    return image.reshape(height, width, D), (1.0 - trans).reshape(height, width, 1)
+        image = (image.view(*lead, height * width, D) + trans.view(*lead, height * width, 1)
+                 * (background[..., None, :] if groups is not None else background)).reshape(n_pix, D)
+    return image.reshape(*lead, height, width, D), (1.0 - trans).reshape(*lead, height, width, 1)

@@ -1,0 +1,147 @@
+"""Benchmark: the single-pass multi-expert renderer against gsplat, on random Gaussians.
+
+    python benchmarks/single_pass.py --experts 3 --gaussians 300000 --width 1352 --height 1014
+
+Times (CUDA events, median over --iters after --warmup), one camera:
+  forward, RGB + expected depth of every expert:
+    three passes      one gsplat `rasterization()` per expert (the multi-pass renderer)
+    batched           one gsplat call with a batch entry per expert (exact, equal counts only)
+    single-pass       this package's renderer (one projection, one sort, one blend)
+    concatenated      one gsplat call over all experts together: shared transmittance, NOT
+                      an expert's output; a reference only
+  router-training step, forward + backward of 3 router channels per Gaussian (frozen geometry):
+    multi-pass        `render_experts(mode="multi-pass")`
+    single-pass       `render_experts(mode="single-pass")`
+Also checks that the single pass equals the three passes (max abs difference).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+
+from moegs_bench.data.scene import intrinsics, look_at
+from moegs_bench.render.gaussians import Gaussians
+from moegs_bench.render.multi_expert import render_experts
+
+
+def random_experts(k: int, n: int, device) -> list[Gaussians]:
+    """k overlapping sets of n Gaussians in front of the camera, RGB colours."""
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for i in range(k):
+        means = torch.randn(n, 3, generator=g) * torch.tensor([1.2, 0.9, 0.8]) + torch.tensor([0.1 * i, 0, 0])
+        out.append(Gaussians(means=means, quats=torch.randn(n, 4, generator=g),
+                             scales=torch.rand(n, 3, generator=g) * 0.03 + 0.004,
+                             opacities=torch.rand(n, generator=g) * 0.9 + 0.05,
+                             features=torch.rand(n, 3, generator=g)).to(device))
+    return out
+
+
+def time_ms(fn, warmup: int, iters: int) -> float:
+    """Median ms of fn() over iters calls (CUDA events around each, after warmup calls)."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(iters):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record()
+        fn()
+        b.record()
+        b.synchronize()
+        times.append(a.elapsed_time(b))
+    return statistics.median(times)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--experts", type=int, default=3)
+    ap.add_argument("--gaussians", type=int, default=300_000)
+    ap.add_argument("--width", type=int, default=1352)
+    ap.add_argument("--height", type=int, default=1014)
+    ap.add_argument("--warmup", type=int, default=10)
+    ap.add_argument("--iters", type=int, default=50)
+    args = ap.parse_args()
+    if not torch.cuda.is_available():
+        raise SystemExit("benchmarks/single_pass.py needs CUDA")
+    from gsplat import rasterization
+
+    dev = torch.device("cuda")
+    W, H = args.width, args.height
+    gs = random_experts(args.experts, args.gaussians, dev)
+    viewmat = torch.tensor(look_at([0, 0, -4.0], [0, 0, 0]), dtype=torch.float32, device=dev)[None]
+    K = torch.tensor(intrinsics(W, H, 50.0), dtype=torch.float32, device=dev)[None]
+    bg = torch.ones(1, 3, device=dev)
+
+    def gsplat_call(means, quats, scales, opac, colors, vm, Ks, bgs):
+        return rasterization(means, quats, scales, opac, colors, vm, Ks, W, H, render_mode="RGB+ED",
+                             backgrounds=bgs, sh_degree=None)
+
+    def three_passes():
+        return [gsplat_call(g.means, g.quats, g.scales, g.opacities, g.features, viewmat, K, bg) for g in gs]
+
+    stack = {name: torch.stack([getattr(g, name) for g in gs]) for name in ("means", "quats", "scales", "opacities",
+                                                                            "features")}
+
+    def batched():
+        return gsplat_call(stack["means"], stack["quats"], stack["scales"], stack["opacities"], stack["features"],
+                           viewmat[None].expand(len(gs), 1, 4, 4), K[None].expand(len(gs), 1, 3, 3),
+                           bg[None].expand(len(gs), 1, 3))
+
+    cat = {name: torch.cat([getattr(g, name) for g in gs]) for name in stack}
+
+    def concatenated():
+        return gsplat_call(cat["means"], cat["quats"], cat["scales"], cat["opacities"], cat["features"], viewmat, K, bg)
+
+    def single():
+        return render_experts(gs, viewmat, K, W, H, backgrounds=bg[0], mode="single-pass")
+
+    def multi():
+        return render_experts(gs, viewmat, K, W, H, backgrounds=bg[0], mode="multi-pass")
+
+    with torch.no_grad():
+        a, b = multi(), single()
+        diff = max((getattr(x, f) - getattr(y, f)).abs().max().item() for x, y in zip(a, b, strict=True) for f in ("rgb", "alpha"))
+        ddiff = max(((x.depth - y.depth) * x.alpha).abs().max().item() for x, y in zip(a, b, strict=True))
+        fwd = {"three gsplat passes": time_ms(three_passes, args.warmup, args.iters),
+               "one batched gsplat call": time_ms(batched, args.warmup, args.iters),
+               "single-pass (this package)": time_ms(single, args.warmup, args.iters),
+               "multi-pass (this package)": time_ms(multi, args.warmup, args.iters),
+               "concatenated gsplat call (not exact)": time_ms(concatenated, args.warmup, args.iters)}
+    channels = [torch.full((len(g), 3), 0.5, device=dev, requires_grad=True) for g in gs]
+    weight = torch.rand(1, H, W, 3, device=dev)
+
+    def step(mode):
+        def run():
+            outs = render_experts(gs, viewmat, K, W, H, extras=channels, extras_background=torch.ones(3, device=dev),
+                                  backgrounds=bg[0], mode=mode)
+            loss = sum((o.extras * weight).mean() for o in outs)
+            torch.autograd.grad(loss, channels)
+        return run
+
+    grads = {}
+    for mode in ("multi-pass", "single-pass"):
+        outs = render_experts(gs, viewmat, K, W, H, extras=channels, extras_background=torch.ones(3, device=dev),
+                              backgrounds=bg[0], mode=mode)
+        grads[mode] = torch.autograd.grad(sum((o.extras * weight).mean() for o in outs), channels)
+    gdiff = max((x - y).abs().max().item() for x, y in zip(grads["multi-pass"], grads["single-pass"], strict=True))
+    train = {"router step, multi-pass": time_ms(step("multi-pass"), args.warmup, args.iters),
+             "router step, single-pass": time_ms(step("single-pass"), args.warmup, args.iters)}
+
+    print(f"GPU: {torch.cuda.get_device_name()}  {args.experts} x {args.gaussians} Gaussians, {W}x{H}, "
+          f"median of {args.iters}")
+    for name, ms in {**fwd, **train}.items():
+        print(f"  {name:40s} {ms:7.3f} ms")
+    s = fwd["single-pass (this package)"]
+    print(f"  single-pass speed-up: {fwd['three gsplat passes'] / s:.2f}x vs three gsplat passes, "
+          f"{fwd['one batched gsplat call'] / s:.2f}x vs batched, "
+          f"{fwd['multi-pass (this package)'] / s:.2f}x vs this package's multi-pass")
+    print(f"  router step speed-up: {train['router step, multi-pass'] / train['router step, single-pass']:.2f}x")
+    print(f"  single vs multi-pass: max |diff| rgb/alpha {diff:.2e}, depth*alpha {ddiff:.2e}, "
+          f"router-channel gradients {gdiff:.2e}")
+
+
+if __name__ == "__main__":
+    main()
