@@ -80,20 +80,20 @@ def main() -> None:
                              backgrounds=bgs, sh_degree=None)
 
     def three_passes():
-        return [gsplat_call(g.means, g.quats, g.scales, g.opacities, g.features, viewmat, K, bg) for g in gs]
+        return [gsplat_call(g.means, g.quats, g.scales, g.opacities, g.features[None], viewmat, K, bg) for g in gs]
 
     stack = {name: torch.stack([getattr(g, name) for g in gs]) for name in ("means", "quats", "scales", "opacities",
                                                                             "features")}
 
     def batched():
-        return gsplat_call(stack["means"], stack["quats"], stack["scales"], stack["opacities"], stack["features"],
+        return gsplat_call(stack["means"], stack["quats"], stack["scales"], stack["opacities"], stack["features"][:, None],
                            viewmat[None].expand(len(gs), 1, 4, 4), K[None].expand(len(gs), 1, 3, 3),
                            bg[None].expand(len(gs), 1, 3))
 
     cat = {name: torch.cat([getattr(g, name) for g in gs]) for name in stack}
 
     def concatenated():
-        return gsplat_call(cat["means"], cat["quats"], cat["scales"], cat["opacities"], cat["features"], viewmat, K, bg)
+        return gsplat_call(cat["means"], cat["quats"], cat["scales"], cat["opacities"], cat["features"][None], viewmat, K, bg)
 
     def single():
         return render_experts(gs, viewmat, K, W, H, backgrounds=bg[0], mode="single-pass")
