@@ -3,9 +3,10 @@
     python benchmarks/single_pass.py --experts 3 --gaussians 300000 --width 1352 --height 1014
 
 Times (CUDA events, median over --iters after --warmup), one camera:
-  forward, RGB + expected depth of every expert:
-    three passes      one gsplat `rasterization()` per expert (the multi-pass renderer)
-    batched           one gsplat call with a batch entry per expert (exact, equal counts only)
+  forward, RGB + expected depth of every expert (all through gsplat's `rasterization()`):
+    three passes      one gsplat call per expert (`render_experts(mode="multi-pass")`)
+    batched           one gsplat call with a batch entry per expert (`render_batch`: exact,
+                      equal counts only)
     single-pass       this package's renderer (one projection, one sort, one blend)
     concatenated      one gsplat call over all experts together: shared transmittance, NOT
                       an expert's output; a reference only
@@ -23,7 +24,8 @@ import statistics
 import torch
 
 from moegs_bench.data.scene import intrinsics, look_at
-from moegs_bench.render.gaussians import Gaussians
+from moegs_bench.render.backend import render, render_batch
+from moegs_bench.render.gaussians import Gaussians, concat
 from moegs_bench.render.multi_expert import render_experts
 
 
@@ -66,8 +68,6 @@ def main() -> None:
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/single_pass.py needs CUDA")
-    from gsplat import rasterization
-
     dev = torch.device("cuda")
     W, H = args.width, args.height
     gs = random_experts(args.experts, args.gaussians, dev)
@@ -75,25 +75,14 @@ def main() -> None:
     K = torch.tensor(intrinsics(W, H, 50.0), dtype=torch.float32, device=dev)[None]
     bg = torch.ones(1, 3, device=dev)
 
-    def gsplat_call(means, quats, scales, opac, colors, vm, Ks, bgs):
-        return rasterization(means, quats, scales, opac, colors, vm, Ks, W, H, render_mode="RGB+ED",
-                             backgrounds=bgs, sh_degree=None)
-
-    def three_passes():
-        return [gsplat_call(g.means, g.quats, g.scales, g.opacities, g.features[None], viewmat, K, bg) for g in gs]
-
-    stack = {name: torch.stack([getattr(g, name) for g in gs]) for name in ("means", "quats", "scales", "opacities",
-                                                                            "features")}
-
     def batched():
-        return gsplat_call(stack["means"], stack["quats"], stack["scales"], stack["opacities"], stack["features"][:, None],
-                           viewmat[None].expand(len(gs), 1, 4, 4), K[None].expand(len(gs), 1, 3, 3),
-                           bg[None].expand(len(gs), 1, 3))
+        return render_batch(gs, viewmat[None].expand(len(gs), 1, 4, 4), K[None].expand(len(gs), 1, 3, 3), W, H,
+                            background=bg[0])
 
-    cat = {name: torch.cat([getattr(g, name) for g in gs]) for name in stack}
+    joint = concat(gs)
 
     def concatenated():
-        return gsplat_call(cat["means"], cat["quats"], cat["scales"], cat["opacities"], cat["features"][None], viewmat, K, bg)
+        return render(joint, viewmat, K, W, H, background=bg[0])
 
     def single():
         return render_experts(gs, viewmat, K, W, H, backgrounds=bg[0], mode="single-pass")
@@ -105,10 +94,9 @@ def main() -> None:
         a, b = multi(), single()
         diff = max((getattr(x, f) - getattr(y, f)).abs().max().item() for x, y in zip(a, b, strict=True) for f in ("rgb", "alpha"))
         ddiff = max(((x.depth - y.depth) * x.alpha).abs().max().item() for x, y in zip(a, b, strict=True))
-        fwd = {"three gsplat passes": time_ms(three_passes, args.warmup, args.iters),
+        fwd = {"three gsplat passes": time_ms(multi, args.warmup, args.iters),
                "one batched gsplat call": time_ms(batched, args.warmup, args.iters),
-               "single-pass (this package)": time_ms(single, args.warmup, args.iters),
-               "multi-pass (this package)": time_ms(multi, args.warmup, args.iters),
+               "single-pass": time_ms(single, args.warmup, args.iters),
                "concatenated gsplat call (not exact)": time_ms(concatenated, args.warmup, args.iters)}
     channels = [torch.full((len(g), 3), 0.5, device=dev, requires_grad=True) for g in gs]
     weight = torch.rand(1, H, W, 3, device=dev)
@@ -134,10 +122,9 @@ def main() -> None:
           f"median of {args.iters}")
     for name, ms in {**fwd, **train}.items():
         print(f"  {name:40s} {ms:7.3f} ms")
-    s = fwd["single-pass (this package)"]
+    s = fwd["single-pass"]
     print(f"  single-pass speed-up: {fwd['three gsplat passes'] / s:.2f}x vs three gsplat passes, "
-          f"{fwd['one batched gsplat call'] / s:.2f}x vs batched, "
-          f"{fwd['multi-pass (this package)'] / s:.2f}x vs this package's multi-pass")
+          f"{fwd['one batched gsplat call'] / s:.2f}x vs batched")
     print(f"  router step speed-up: {train['router step, multi-pass'] / train['router step, single-pass']:.2f}x")
     print(f"  single vs multi-pass: max |diff| rgb/alpha {diff:.2e}, depth*alpha {ddiff:.2e}, "
           f"router-channel gradients {gdiff:.2e}")
