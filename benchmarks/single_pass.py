@@ -57,6 +57,25 @@ def time_ms(fn, warmup: int, iters: int) -> float:
     return statistics.median(times)
 
 
+def profile(fn, name: str, calls: int = 10, top: int = 8) -> None:
+    """GPU-busy ms and kernel count per call of fn, and its top kernels (torch profiler)."""
+    from torch.profiler import ProfilerActivity
+    from torch.profiler import profile as torch_profile
+
+    fn()
+    torch.cuda.synchronize()
+    with torch_profile(activities=[ProfilerActivity.CUDA]) as prof:
+        for _ in range(calls):
+            fn()
+        torch.cuda.synchronize()
+    events = [e for e in prof.key_averages() if e.device_type.name == "CUDA"]
+    busy = sum(e.self_device_time_total for e in events) / calls / 1000
+    count = sum(e.count for e in events) / calls
+    print(f"  {name}: GPU busy {busy:.3f} ms/call, {count:.0f} kernels/call")
+    for e in sorted(events, key=lambda e: -e.self_device_time_total)[:top]:
+        print(f"    {e.self_device_time_total / calls / 1000:7.3f} ms {e.count / calls:5.1f}x {e.key[:80]}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--experts", type=int, default=3)
@@ -65,6 +84,7 @@ def main() -> None:
     ap.add_argument("--height", type=int, default=1014)
     ap.add_argument("--warmup", type=int, default=10)
     ap.add_argument("--iters", type=int, default=50)
+    ap.add_argument("--profile", action="store_true", help="also print GPU-busy time and top kernels per call")
     args = ap.parse_args()
     if not torch.cuda.is_available():
         raise SystemExit("benchmarks/single_pass.py needs CUDA")
@@ -125,6 +145,13 @@ def main() -> None:
     s = fwd["single-pass"]
     print(f"  single-pass speed-up: {fwd['three gsplat passes'] / s:.2f}x vs three gsplat passes, "
           f"{fwd['one batched gsplat call'] / s:.2f}x vs batched")
+    if args.profile:
+        with torch.no_grad():
+            for name, fn in (("three passes", multi), ("batched", batched), ("single-pass", single),
+                             ("concatenated", concatenated)):
+                profile(fn, name)
+        profile(step("multi-pass"), "router step, multi-pass")
+        profile(step("single-pass"), "router step, single-pass")
     print(f"  router step speed-up: {train['router step, multi-pass'] / train['router step, single-pass']:.2f}x")
     print(f"  single vs multi-pass: max |diff| rgb/alpha {diff:.2e}, depth*alpha {ddiff:.2e}, "
           f"router-channel gradients {gdiff:.2e}")
