@@ -92,8 +92,14 @@ def render_single_pass(gaussians: Sequence[Gaussians], viewmats: Tensor, Ks: Ten
                      for i, g in enumerate(gaussians)])
     geometry = [torch.cat([getattr(g, name) for g in gaussians]) for name in ("means", "quats", "scales", "opacities")]
     which = choose_backend(values.device, backend)
-    blend = _blend_cuda if which == "gsplat" else _blend_reference
-    out, alpha = blend(geometry, ids, k, values, bg, viewmats, Ks, width, height, settings)  # [K,C,H,W,D], [K,C,H,W,1]
+    # the channels whose inputs need gradients: colours and/or extras, never depth (frozen geometry)
+    colour_grad = any(c.requires_grad for c in colors)
+    extras_grad = any(e is not None and e.requires_grad for e in extras)
+    grad_channels = (0 if colour_grad else dc, dc + n_extra if extras_grad else dc)
+    if which == "gsplat":
+        out, alpha = _blend_cuda(geometry, ids, k, values, bg, viewmats, Ks, width, height, settings, grad_channels)
+    else:
+        out, alpha = _blend_reference(geometry, ids, k, values, bg, viewmats, Ks, width, height, settings)
     outputs = []
     for i in range(k):
         o, a = out[i], alpha[i]
@@ -119,8 +125,11 @@ def _blend_reference(geometry, ids, k, values, bg, viewmats, Ks, width, height, 
     return torch.stack(outs, 1), torch.stack(alphas, 1)
 
 
-def _blend_cuda(geometry, ids, k, values, bg, viewmats, Ks, width, height, s: RenderSettings):
-    """gsplat's projection and tile sort over all experts at once, then the blending kernel."""
+def _blend_cuda(geometry, ids, k, values, bg, viewmats, Ks, width, height, s: RenderSettings,
+                grad_channels: tuple[int, int]):
+    """gsplat's projection and tile sort over all experts at once, then the blending kernel
+    (its backward fills the gradient of channels [grad_channels[0], grad_channels[1]) only).
+    Returns out [K,C,H,W,D] and alpha [K,C,H,W,1]."""
     from gsplat.cuda._wrapper import fully_fused_projection, isect_offset_encode, isect_tiles
 
     means, quats, scales, opacities = geometry
@@ -142,7 +151,7 @@ def _blend_cuda(geometry, ids, k, values, bg, viewmats, Ks, width, height, s: Re
     bg = torch.nn.functional.pad(bg, (0, slot_d - d, 0, 0, 0, slot_k - k))
     out, alpha = _SinglePassBlend.apply(values.float().contiguous(), means2d.contiguous(), conics.contiguous(),
                                         opacities.float().contiguous(), ids, bg.float().contiguous(), offsets,
-                                        flatten_ids.int().contiguous(), width, height, slot_k)
+                                        flatten_ids.int().contiguous(), width, height, slot_k, grad_channels)
     return out[:k, ..., :d], alpha[:k, ..., None]
 
 
@@ -150,21 +159,22 @@ class _SinglePassBlend(torch.autograd.Function):
     """The CUDA blend as an autograd function: gradients reach the values only."""
 
     @staticmethod
-    def forward(ctx, values, means2d, conics, opacities, ids, bg, offsets, flatten_ids, width, height, slots):
+    def forward(ctx, values, means2d, conics, opacities, ids, bg, offsets, flatten_ids, width, height, slots,
+                grad_channels):
         ext = extension()
         out, alpha = ext.forward(slots, means2d, conics, opacities, ids, values, bg, offsets, flatten_ids,
                                  width, height)
         ctx.save_for_backward(values, means2d, conics, opacities, ids, bg, offsets, flatten_ids)
-        ctx.size = (width, height, slots)
+        ctx.size = (width, height, slots, grad_channels)
         return out, alpha
 
     @staticmethod
     def backward(ctx, grad_out, grad_alpha):
         values, means2d, conics, opacities, ids, bg, offsets, flatten_ids = ctx.saved_tensors
-        width, height, slots = ctx.size
+        width, height, slots, (g0, g1) = ctx.size
         grad_values = extension().backward(slots, means2d, conics, opacities, ids, values, bg, offsets, flatten_ids,
-                                           width, height, grad_out.contiguous())
-        return (grad_values,) + (None,) * 10
+                                           width, height, grad_out.contiguous(), g0, g1)
+        return (grad_values,) + (None,) * 11
 
 
 @functools.cache

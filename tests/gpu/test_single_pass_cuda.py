@@ -70,3 +70,19 @@ def test_kernel_matches_cpu_reference():
     cpu = render_experts([g.to("cpu") for g in gs], vm.cpu(), Ks.cpu(), W, H, mode="single-pass")
     for a, b in zip(cuda, cpu, strict=True):
         assert (a.rgb.cpu() - b.rgb).abs().max().item() <= 2e-3  # fast-math exp vs torch exp near 1/255
+
+
+def test_kernel_colour_gradients_equal_multi_pass():
+    """Gradients reach per-Gaussian colours too when they need them (a feature expert), and
+    only the channels asked for: catches a channel range that skips the colours."""
+    from tests.test_single_pass import H, W
+
+    gs, vm, Ks = scene()
+    grads = []
+    for mode in ("multi-pass", "single-pass"):
+        gs[2].features.requires_grad_(True)
+        outs = render_experts(gs, vm, Ks, W, H, mode=mode)
+        grads.append(torch.autograd.grad(outs[2].rgb.square().mean(), gs[2].features)[0])
+        gs[2].features.requires_grad_(False)
+    assert grads[0].abs().max() > 0
+    assert (grads[0] - grads[1]).abs().max().item() <= 1e-4

@@ -65,10 +65,9 @@ __global__ void single_pass_fwd(const int C, const int N, const int n_isects,
     const TileRange r = tile_range(tile_offsets, cam, C, tile_id, tw * th, n_isects);
     const int n_batches = (r.end - r.start + BLOCK - 1) / BLOCK;
 
-    __shared__ int32_t id_batch[BLOCK];
-    __shared__ int32_t expert_batch[BLOCK];
-    __shared__ float3 xy_opac_batch[BLOCK];
+    __shared__ float4 xy_opac_batch[BLOCK];  // x, y, opacity, expert id (bits)
     __shared__ float3 conic_batch[BLOCK];
+    __shared__ float4 value_batch[BLOCK * D / 4];  // the values beside the geometry: broadcast reads
 
     float T[K];
     float acc[K][D];
@@ -85,20 +84,22 @@ __global__ void single_pass_fwd(const int C, const int N, const int n_isects,
         if (idx < r.end) {
             const int32_t g = flatten_ids[idx];
             const int32_t n = g - cam * N;
-            id_batch[tr] = g;
-            expert_batch[tr] = expert_ids[n];
             const float2 xy = means2d[g];
-            xy_opac_batch[tr] = make_float3(xy.x, xy.y, opacities[n]);
+            xy_opac_batch[tr] = make_float4(xy.x, xy.y, opacities[n], __int_as_float(expert_ids[n]));
             conic_batch[tr] = conics[g];
+            const float4 *v = reinterpret_cast<const float4 *>(values + (int64_t)g * D);
+#pragma unroll
+            for (int q = 0; q < D / 4; ++q) value_batch[tr * (D / 4) + q] = v[q];
         }
         block.sync();
         const int batch = min(BLOCK, r.end - (r.start + b * BLOCK));
         for (int t = 0; t < batch && spent != full; ++t) {
-            const int e = expert_batch[t];
+            const float4 xyoe = xy_opac_batch[t];
+            const int e = __float_as_int(xyoe.w);
             if ((spent >> e) & 1u) continue;
-            const float alpha = pixel_alpha(xy_opac_batch[t], conic_batch[t], px, py);
+            const float alpha = pixel_alpha(make_float3(xyoe.x, xyoe.y, xyoe.z), conic_batch[t], px, py);
             if (alpha < 0.f) continue;
-            const float *v = values + (int64_t)id_batch[t] * D;
+            const float *v = reinterpret_cast<const float *>(value_batch + t * (D / 4));
 #pragma unroll
             for (int k = 0; k < K; ++k) {
                 if (k != e) continue;
@@ -133,6 +134,7 @@ __global__ void single_pass_bwd(const int C, const int N, const int n_isects,
                                 const int W, const int H, const int tw, const int th,
                                 const int32_t *__restrict__ tile_offsets, const int32_t *__restrict__ flatten_ids,
                                 const float *__restrict__ grad_out,  // [K,C,H,W,D]
+                                const int g0, const int g1,          // channels [g0, g1) need gradients
                                 float *__restrict__ grad_values) {   // [C,N,D]
     auto block = cg::this_thread_block();
     auto warp = cg::tiled_partition<32>(block);
@@ -147,8 +149,7 @@ __global__ void single_pass_bwd(const int C, const int N, const int n_isects,
     const int n_batches = (r.end - r.start + BLOCK - 1) / BLOCK;
 
     __shared__ int32_t id_batch[BLOCK];
-    __shared__ int32_t expert_batch[BLOCK];
-    __shared__ float3 xy_opac_batch[BLOCK];
+    __shared__ float4 xy_opac_batch[BLOCK];  // x, y, opacity, expert id (bits)
     __shared__ float3 conic_batch[BLOCK];
 
     float T[K];
@@ -169,21 +170,21 @@ __global__ void single_pass_bwd(const int C, const int N, const int n_isects,
             const int32_t g = flatten_ids[idx];
             const int32_t n = g - cam * N;
             id_batch[tr] = g;
-            expert_batch[tr] = expert_ids[n];
             const float2 xy = means2d[g];
-            xy_opac_batch[tr] = make_float3(xy.x, xy.y, opacities[n]);
+            xy_opac_batch[tr] = make_float4(xy.x, xy.y, opacities[n], __int_as_float(expert_ids[n]));
             conic_batch[tr] = conics[g];
         }
         block.sync();
         const int batch = min(BLOCK, r.end - (r.start + b * BLOCK));
         for (int t = 0; t < batch; ++t) {  // every lane walks every Gaussian: warp reductions below
-            const int e = expert_batch[t];
+            const float4 xyoe = xy_opac_batch[t];
+            const int e = __float_as_int(xyoe.w);
             float contrib[D];
             bool valid = false;
 #pragma unroll
             for (int d = 0; d < D; ++d) contrib[d] = 0.f;
             if (!((spent >> e) & 1u)) {
-                const float alpha = pixel_alpha(xy_opac_batch[t], conic_batch[t], px, py);
+                const float alpha = pixel_alpha(make_float3(xyoe.x, xyoe.y, xyoe.z), conic_batch[t], px, py);
                 if (alpha >= 0.f) {
 #pragma unroll
                     for (int k = 0; k < K; ++k) {
@@ -205,6 +206,7 @@ __global__ void single_pass_bwd(const int C, const int N, const int n_isects,
             float *gv = grad_values + (int64_t)id_batch[t] * D;
 #pragma unroll
             for (int d = 0; d < D; ++d) {
+                if (d < g0 || d >= g1) continue;  // warp-uniform: no gradient wanted there
                 const float s = cg::reduce(warp, contrib[d], cg::plus<float>());
                 if (warp.thread_rank() == 0) atomicAdd(gv + d, s);
             }
@@ -216,7 +218,8 @@ template <int K, int D>
 void launch(const torch::Tensor &means2d, const torch::Tensor &conics, const torch::Tensor &opacities,
             const torch::Tensor &expert_ids, const torch::Tensor &values, const torch::Tensor &backgrounds,
             const torch::Tensor &tile_offsets, const torch::Tensor &flatten_ids, int W, int H,
-            torch::Tensor &out, torch::Tensor &alphas, const torch::Tensor *grad_out, torch::Tensor *grad_values) {
+            torch::Tensor &out, torch::Tensor &alphas, const torch::Tensor *grad_out, int g0, int g1,
+            torch::Tensor *grad_values) {
     const int C = means2d.size(0), N = means2d.size(1), th = tile_offsets.size(1), tw = tile_offsets.size(2);
     const int n_isects = flatten_ids.size(0);
     const dim3 grid(C, th, tw), threads(TILE, TILE, 1);
@@ -233,7 +236,7 @@ void launch(const torch::Tensor &means2d, const torch::Tensor &conics, const tor
     } else {
         single_pass_bwd<K, D><<<grid, threads, 0, stream>>>(
             C, N, n_isects, m2, co, opacities.data_ptr<float>(), expert_ids.data_ptr<int32_t>(), W, H, tw, th,
-            tile_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(), grad_out->data_ptr<float>(),
+            tile_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(), grad_out->data_ptr<float>(), g0, g1,
             grad_values->data_ptr<float>());
     }
     C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -242,13 +245,13 @@ void launch(const torch::Tensor &means2d, const torch::Tensor &conics, const tor
 #define DISPATCH_D(KK)                                                                                   \
     switch (D) {                                                                                       \
     case 4: launch<KK, 4>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets,  \
-                          flatten_ids, W, H, out, alphas, grad_out, grad_values); break;                \
+                          flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;                \
     case 8: launch<KK, 8>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets,  \
-                          flatten_ids, W, H, out, alphas, grad_out, grad_values); break;                \
+                          flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;                \
     case 16: launch<KK, 16>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, \
-                            flatten_ids, W, H, out, alphas, grad_out, grad_values); break;              \
+                            flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;              \
     case 32: launch<KK, 32>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, \
-                            flatten_ids, W, H, out, alphas, grad_out, grad_values); break;              \
+                            flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;              \
     default: TORCH_CHECK(false, "single_pass: channel count must be 4, 8, 16 or 32, got ", D);          \
     }
 
@@ -256,7 +259,7 @@ void dispatch(int K, int D, const torch::Tensor &means2d, const torch::Tensor &c
               const torch::Tensor &opacities, const torch::Tensor &expert_ids, const torch::Tensor &values,
               const torch::Tensor &backgrounds, const torch::Tensor &tile_offsets,
               const torch::Tensor &flatten_ids, int W, int H, torch::Tensor &out, torch::Tensor &alphas,
-              const torch::Tensor *grad_out, torch::Tensor *grad_values) {
+              const torch::Tensor *grad_out, int g0, int g1, torch::Tensor *grad_values) {
     switch (K) {
     case 2: DISPATCH_D(2) break;
     case 3: DISPATCH_D(3) break;
@@ -289,22 +292,23 @@ std::vector<torch::Tensor> forward(int64_t K, torch::Tensor means2d, torch::Tens
     auto out = torch::empty({K, C, H, W, D}, values.options());
     auto alphas = torch::empty({K, C, H, W}, values.options());
     dispatch(K, D, means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, flatten_ids, W, H,
-             out, alphas, nullptr, nullptr);
+             out, alphas, nullptr, 0, 0, nullptr);
     return {out, alphas};
 }
 
-// the gradient of a loss w.r.t. values [C,N,D] from its gradient w.r.t. out [K,C,H,W,D]
+// the gradient of a loss w.r.t. values [C,N,D] from its gradient w.r.t. out [K,C,H,W,D], in
+// channels [g0, g1) (zero elsewhere: the channels whose inputs need no gradient)
 torch::Tensor backward(int64_t K, torch::Tensor means2d, torch::Tensor conics, torch::Tensor opacities,
                        torch::Tensor expert_ids, torch::Tensor values, torch::Tensor backgrounds,
                        torch::Tensor tile_offsets, torch::Tensor flatten_ids, int64_t W, int64_t H,
-                       torch::Tensor grad_out) {
+                       torch::Tensor grad_out, int64_t g0, int64_t g1) {
     check(grad_out, "grad_out", at::kFloat);
     const c10::cuda::CUDAGuard guard(means2d.device());
     const int D = values.size(2);
     auto grad_values = torch::zeros_like(values);
     torch::Tensor unused_out, unused_alphas;
     dispatch(K, D, means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, flatten_ids, W, H,
-             unused_out, unused_alphas, &grad_out, &grad_values);
+             unused_out, unused_alphas, &grad_out, g0, g1, &grad_values);
     return grad_values;
 }
 
