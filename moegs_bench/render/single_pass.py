@@ -133,36 +133,36 @@ def _blend_cuda(geometry, ids, k, values, bg, viewmats, Ks, width, height, s: Re
     from gsplat.cuda._wrapper import fully_fused_projection, isect_offset_encode, isect_tiles
 
     means, quats, scales, opacities = geometry
-    C = viewmats.shape[0]
+    C, d = viewmats.shape[0], values.shape[-1]
+    slot_k = next((n for n in _EXPERT_SLOTS if n >= k), None)
+    slot_d = next((n for n in _CHANNEL_SLOTS if n >= d), None)
+    if slot_k is None or slot_d is None:
+        raise ValueError(f"render_single_pass: at most {_EXPERT_SLOTS[-1]} experts and {_CHANNEL_SLOTS[-1]} "
+                         f"channels on CUDA, got {k} experts and {d} channels")
+    # everything but the sort's outputs is ready before isect_tiles waits for the GPU; zeros pad
+    # the channels up to the slot before the last one, which the kernel fills with depth
+    values = torch.nn.functional.pad(values[..., :-1].float(), (0, slot_d - d + 1)).contiguous()
+    bg = torch.nn.functional.pad(bg[..., :-1].float(), (0, slot_d - d + 1, 0, 0, 0, slot_k - k)).contiguous()
     radii, means2d, depths, conics, _ = fully_fused_projection(
         means, None, quats, scales, viewmats, Ks, width, height, eps2d=s.eps2d, near_plane=s.near_plane,
         far_plane=s.far_plane, opacities=opacities)
     tw, th = -(-width // TILE_SIZE), -(-height // TILE_SIZE)
     _, isect_ids, flatten_ids = isect_tiles(means2d, radii, depths, TILE_SIZE, tw, th, n_images=C)
     offsets = isect_offset_encode(isect_ids, C, tw, th).reshape(C, th, tw)
-    slot_k = next(n for n in _EXPERT_SLOTS if n >= k) if k <= _EXPERT_SLOTS[-1] else None
-    d = values.shape[-1]
-    slot_d = next((n for n in _CHANNEL_SLOTS if n >= d), None)
-    if slot_k is None or slot_d is None:
-        raise ValueError(f"render_single_pass: at most {_EXPERT_SLOTS[-1]} experts and {_CHANNEL_SLOTS[-1]} "
-                         f"channels on CUDA, got {k} experts and {d} channels")
-    values = torch.cat([values[..., :-1], depths[..., None].to(values.dtype)], -1)
-    values = torch.nn.functional.pad(values, (0, slot_d - d))
-    bg = torch.nn.functional.pad(bg, (0, slot_d - d, 0, 0, 0, slot_k - k))
-    out, alpha = _SinglePassBlend.apply(values.float().contiguous(), means2d.contiguous(), conics.contiguous(),
-                                        opacities.float().contiguous(), ids, bg.float().contiguous(), offsets,
+    out, alpha = _SinglePassBlend.apply(values, depths.contiguous(), means2d.contiguous(), conics.contiguous(),
+                                        opacities.float().contiguous(), ids, bg, offsets,
                                         flatten_ids.int().contiguous(), width, height, slot_k, grad_channels)
-    return out[:k, ..., :d], alpha[:k, ..., None]
+    return out[:k], alpha[:k, ..., None]  # [K,C,H,W,slot_d]: depth in the last channel
 
 
 class _SinglePassBlend(torch.autograd.Function):
     """The CUDA blend as an autograd function: gradients reach the values only."""
 
     @staticmethod
-    def forward(ctx, values, means2d, conics, opacities, ids, bg, offsets, flatten_ids, width, height, slots,
-                grad_channels):
+    def forward(ctx, values, depths, means2d, conics, opacities, ids, bg, offsets, flatten_ids, width, height,
+                slots, grad_channels):
         ext = extension()
-        out, alpha = ext.forward(slots, means2d, conics, opacities, ids, values, bg, offsets, flatten_ids,
+        out, alpha = ext.forward(slots, means2d, conics, opacities, ids, values, depths, bg, offsets, flatten_ids,
                                  width, height)
         ctx.save_for_backward(values, means2d, conics, opacities, ids, bg, offsets, flatten_ids)
         ctx.size = (width, height, slots, grad_channels)
@@ -174,7 +174,7 @@ class _SinglePassBlend(torch.autograd.Function):
         width, height, slots, (g0, g1) = ctx.size
         grad_values = extension().backward(slots, means2d, conics, opacities, ids, values, bg, offsets, flatten_ids,
                                            width, height, grad_out.contiguous(), g0, g1)
-        return (grad_values,) + (None,) * 11
+        return (grad_values,) + (None,) * 12
 
 
 @functools.cache
@@ -184,7 +184,8 @@ def extension():
     from torch.utils.cpp_extension import load
 
     source = Path(__file__).parent / "cuda" / "single_pass.cu"
-    return load(name="moegs_single_pass", sources=[str(source)], extra_cuda_cflags=["-O3"],
+    return load(name="moegs_single_pass", sources=[str(source)],
+                extra_cuda_cflags=["-O3"] + (["-Xptxas", "-v"] if os.environ.get("MOEGS_VERBOSE_BUILD") == "1" else []),
                 verbose=os.environ.get("MOEGS_VERBOSE_BUILD") == "1")
 
 

@@ -42,12 +42,13 @@ __device__ inline float pixel_alpha(float3 xy_opac, float3 conic, float px, floa
 }
 
 template <int K, int D>
-__global__ void single_pass_fwd(const int C, const int N, const int n_isects,
+__global__ void __launch_bounds__(BLOCK) single_pass_fwd(const int C, const int N, const int n_isects,
                                 const float2 *__restrict__ means2d,     // [C,N,2]
                                 const float3 *__restrict__ conics,      // [C,N,3]
                                 const float *__restrict__ opacities,    // [N]
                                 const int32_t *__restrict__ expert_ids, // [N]
-                                const float *__restrict__ values,       // [C,N,D]
+                                const float *__restrict__ values,       // [C,N,D], channel D-1 unused
+                                const float *__restrict__ depths,       // [C,N]: the last channel
                                 const float *__restrict__ backgrounds,  // [K,C,D]
                                 const int W, const int H, const int tw, const int th,
                                 const int32_t *__restrict__ tile_offsets, // [C,th,tw]
@@ -90,6 +91,7 @@ __global__ void single_pass_fwd(const int C, const int N, const int n_isects,
             const float4 *v = reinterpret_cast<const float4 *>(values + (int64_t)g * D);
 #pragma unroll
             for (int q = 0; q < D / 4; ++q) value_batch[tr * (D / 4) + q] = v[q];
+            reinterpret_cast<float *>(value_batch + tr * (D / 4))[D - 1] = depths[g];
         }
         block.sync();
         const int batch = min(BLOCK, r.end - (r.start + b * BLOCK));
@@ -128,7 +130,7 @@ __global__ void single_pass_fwd(const int C, const int N, const int n_isects,
 }
 
 template <int K, int D>
-__global__ void single_pass_bwd(const int C, const int N, const int n_isects,
+__global__ void __launch_bounds__(BLOCK) single_pass_bwd(const int C, const int N, const int n_isects,
                                 const float2 *__restrict__ means2d, const float3 *__restrict__ conics,
                                 const float *__restrict__ opacities, const int32_t *__restrict__ expert_ids,
                                 const int W, const int H, const int tw, const int th,
@@ -216,8 +218,8 @@ __global__ void single_pass_bwd(const int C, const int N, const int n_isects,
 
 template <int K, int D>
 void launch(const torch::Tensor &means2d, const torch::Tensor &conics, const torch::Tensor &opacities,
-            const torch::Tensor &expert_ids, const torch::Tensor &values, const torch::Tensor &backgrounds,
-            const torch::Tensor &tile_offsets, const torch::Tensor &flatten_ids, int W, int H,
+            const torch::Tensor &expert_ids, const torch::Tensor &values, const torch::Tensor &depths,
+            const torch::Tensor &backgrounds, const torch::Tensor &tile_offsets, const torch::Tensor &flatten_ids, int W, int H,
             torch::Tensor &out, torch::Tensor &alphas, const torch::Tensor *grad_out, int g0, int g1,
             torch::Tensor *grad_values) {
     const int C = means2d.size(0), N = means2d.size(1), th = tile_offsets.size(1), tw = tile_offsets.size(2);
@@ -230,7 +232,7 @@ void launch(const torch::Tensor &means2d, const torch::Tensor &conics, const tor
     if (grad_out == nullptr) {
         single_pass_fwd<K, D><<<grid, threads, 0, stream>>>(
             C, N, n_isects, m2, co, opacities.data_ptr<float>(), expert_ids.data_ptr<int32_t>(),
-            values.data_ptr<float>(), backgrounds.data_ptr<float>(), W, H, tw, th,
+            values.data_ptr<float>(), depths.data_ptr<float>(), backgrounds.data_ptr<float>(), W, H, tw, th,
             tile_offsets.data_ptr<int32_t>(), flatten_ids.data_ptr<int32_t>(), out.data_ptr<float>(),
             alphas.data_ptr<float>());
     } else {
@@ -244,20 +246,20 @@ void launch(const torch::Tensor &means2d, const torch::Tensor &conics, const tor
 
 #define DISPATCH_D(KK)                                                                                   \
     switch (D) {                                                                                       \
-    case 4: launch<KK, 4>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets,  \
+    case 4: launch<KK, 4>(means2d, conics, opacities, expert_ids, values, depths, backgrounds, tile_offsets,  \
                           flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;                \
-    case 8: launch<KK, 8>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets,  \
+    case 8: launch<KK, 8>(means2d, conics, opacities, expert_ids, values, depths, backgrounds, tile_offsets,  \
                           flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;                \
-    case 16: launch<KK, 16>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, \
+    case 16: launch<KK, 16>(means2d, conics, opacities, expert_ids, values, depths, backgrounds, tile_offsets, \
                             flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;              \
-    case 32: launch<KK, 32>(means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, \
+    case 32: launch<KK, 32>(means2d, conics, opacities, expert_ids, values, depths, backgrounds, tile_offsets, \
                             flatten_ids, W, H, out, alphas, grad_out, g0, g1, grad_values); break;              \
     default: TORCH_CHECK(false, "single_pass: channel count must be 4, 8, 16 or 32, got ", D);          \
     }
 
 void dispatch(int K, int D, const torch::Tensor &means2d, const torch::Tensor &conics,
               const torch::Tensor &opacities, const torch::Tensor &expert_ids, const torch::Tensor &values,
-              const torch::Tensor &backgrounds, const torch::Tensor &tile_offsets,
+              const torch::Tensor &depths, const torch::Tensor &backgrounds, const torch::Tensor &tile_offsets,
               const torch::Tensor &flatten_ids, int W, int H, torch::Tensor &out, torch::Tensor &alphas,
               const torch::Tensor *grad_out, int g0, int g1, torch::Tensor *grad_values) {
     switch (K) {
@@ -276,23 +278,24 @@ void check(const torch::Tensor &t, const char *name, at::ScalarType type) {
 
 }  // namespace
 
-// means2d [C,N,2], conics [C,N,3], opacities [N], expert_ids [N] int32 (< K), values [C,N,D],
-// backgrounds [K,C,D], tile_offsets [C,th,tw] int32, flatten_ids [n_isects] int32 ->
-// (out [K,C,H,W,D], alphas [K,C,H,W])
+// means2d [C,N,2], conics [C,N,3], opacities [N], expert_ids [N] int32 (< K), values [C,N,D]
+// (the last channel is taken from depths [C,N]), backgrounds [K,C,D], tile_offsets [C,th,tw]
+// int32, flatten_ids [n_isects] int32 -> (out [K,C,H,W,D], alphas [K,C,H,W])
 std::vector<torch::Tensor> forward(int64_t K, torch::Tensor means2d, torch::Tensor conics,
                                    torch::Tensor opacities, torch::Tensor expert_ids, torch::Tensor values,
-                                   torch::Tensor backgrounds, torch::Tensor tile_offsets,
+                                   torch::Tensor depths, torch::Tensor backgrounds, torch::Tensor tile_offsets,
                                    torch::Tensor flatten_ids, int64_t W, int64_t H) {
     check(means2d, "means2d", at::kFloat); check(conics, "conics", at::kFloat);
     check(opacities, "opacities", at::kFloat); check(expert_ids, "expert_ids", at::kInt);
     check(values, "values", at::kFloat); check(backgrounds, "backgrounds", at::kFloat);
+    check(depths, "depths", at::kFloat);
     check(tile_offsets, "tile_offsets", at::kInt); check(flatten_ids, "flatten_ids", at::kInt);
     const c10::cuda::CUDAGuard guard(means2d.device());
     const int C = means2d.size(0), D = values.size(2);
     auto out = torch::empty({K, C, H, W, D}, values.options());
     auto alphas = torch::empty({K, C, H, W}, values.options());
-    dispatch(K, D, means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, flatten_ids, W, H,
-             out, alphas, nullptr, 0, 0, nullptr);
+    dispatch(K, D, means2d, conics, opacities, expert_ids, values, depths, backgrounds, tile_offsets, flatten_ids,
+             W, H, out, alphas, nullptr, 0, 0, nullptr);
     return {out, alphas};
 }
 
@@ -307,8 +310,8 @@ torch::Tensor backward(int64_t K, torch::Tensor means2d, torch::Tensor conics, t
     const int D = values.size(2);
     auto grad_values = torch::zeros_like(values);
     torch::Tensor unused_out, unused_alphas;
-    dispatch(K, D, means2d, conics, opacities, expert_ids, values, backgrounds, tile_offsets, flatten_ids, W, H,
-             unused_out, unused_alphas, &grad_out, g0, g1, &grad_values);
+    dispatch(K, D, means2d, conics, opacities, expert_ids, values, values, backgrounds, tile_offsets, flatten_ids,
+             W, H, unused_out, unused_alphas, &grad_out, g0, g1, &grad_values);
     return grad_values;
 }
 
