@@ -22,6 +22,10 @@ constexpr float T_MIN = 1e-4f;
 constexpr int TILE = 16;
 constexpr int BLOCK = TILE * TILE;
 
+// blocks per SM the register budget must allow: 64 registers a thread for small accumulators
+// (gsplat's kernel needs few; without a bound the compiler takes ~100 and halves occupancy)
+constexpr int min_blocks(int K, int D) { return K * D <= 16 ? 4 : (K * D <= 32 ? 3 : 1); }
+
 struct TileRange {
     int start, end;
 };
@@ -42,7 +46,7 @@ __device__ inline float pixel_alpha(float3 xy_opac, float3 conic, float px, floa
 }
 
 template <int K, int D>
-__global__ void __launch_bounds__(BLOCK) single_pass_fwd(const int C, const int N, const int n_isects,
+__global__ void __launch_bounds__(BLOCK, min_blocks(K, D)) single_pass_fwd(const int C, const int N, const int n_isects,
                                 const float2 *__restrict__ means2d,     // [C,N,2]
                                 const float3 *__restrict__ conics,      // [C,N,3]
                                 const float *__restrict__ opacities,    // [N]
@@ -130,7 +134,7 @@ __global__ void __launch_bounds__(BLOCK) single_pass_fwd(const int C, const int 
 }
 
 template <int K, int D>
-__global__ void __launch_bounds__(BLOCK) single_pass_bwd(const int C, const int N, const int n_isects,
+__global__ void __launch_bounds__(BLOCK, min_blocks(K, D)) single_pass_bwd(const int C, const int N, const int n_isects,
                                 const float2 *__restrict__ means2d, const float3 *__restrict__ conics,
                                 const float *__restrict__ opacities, const int32_t *__restrict__ expert_ids,
                                 const int W, const int H, const int tw, const int th,
