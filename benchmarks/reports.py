@@ -15,6 +15,11 @@ running the same command again):
              MDC and depth error of every method (10 frames), trajectories of every expert;
              writes reports/analysis-n3/{mdc.md,trajectories.md,winners.md,per-frame.csv,
              mixture.md,results.csv}
+  efficiency the same scene: the VAPR over the N=3 and the N=2 (stg, ex4dgs) experts, each
+             pruned to 55% and 75% (gate-aware pruning), with render FPS and memory of every
+             method in both render modes; writes reports/efficiency-n3/{efficiency.md (Table 3),
+             efficiency-ablation.md (Table 5), mixture.md, results.csv} and the raw single-pass
+             benchmark reports/efficiency-n3/single-pass.txt
   experts    benchmarks/experts_full.py for every expert -> reports/experts-full.json
   iteration  benchmarks/iteration_cost.py -> reports/iteration-cost.txt
 
@@ -116,6 +121,26 @@ def stage_analysis(out: Path, command: str, size: str, extra: tuple[str, ...] = 
     df.drop(columns=["run_dir"]).to_csv(dest / "results.csv", index=False)
 
 
+def stage_efficiency(out: Path, command: str, size: str, extra: tuple[str, ...] = ()) -> None:
+    """Tables 3 and 5: VAPR mixtures of N=3 and N=2 experts, unpruned and pruned, one store."""
+    store = out / "runs-efficiency"
+    common = {**SCENE, "size": size, "data_dir": out / "scenes", "router_overrides": extra, "routers": "vapr",
+              "prune": "55,75", "runs_dir": store}
+    for n in ("3", "2"):
+        log(f"VAPR over the N={n} experts, pruned to 55% and 75%")
+        run_experiment(Experiment(**common, experts=n), log=log)
+    header = provenance(command)
+    dst = REPORTS / "efficiency-n3"
+    dst.mkdir(parents=True, exist_ok=True)
+    df, nt = results(store), notes(store)
+    for name, file in (("efficiency", "efficiency.md"), ("efficiency-ablation", "efficiency-ablation.md"),
+                       ("mixture", "mixture.md")):
+        text = format_table(build_table(name, df, dataset="synthetic", notes=nt), "markdown")
+        (dst / file).write_text(f"{header}\n\n{text}")
+    df.drop(columns=["run_dir"]).to_csv(dst / "results.csv", index=False)
+    stage_script(["benchmarks/single_pass.py", "--profile"], dst / "single-pass.txt")
+
+
 def stage_script(args: list[str], output: Path) -> None:
     """A benchmark script of this folder; its stdout goes to `output` (JSON outputs are
     copied from its --out folder by the caller)."""
@@ -126,7 +151,7 @@ def stage_script(args: list[str], output: Path) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True, help="work folder (run stores, scenes)")
-    ap.add_argument("--stages", default="moe,analysis,experts,iteration")
+    ap.add_argument("--stages", default="moe,analysis,efficiency,experts,iteration")
     ap.add_argument("--size", default="full", help="synthetic size (full for the committed reports; tiny to try it)")
     ap.add_argument("--router-iterations", type=int, default=None,
                     help="router iterations for every preset (to try the script quickly; not for reports)")
@@ -146,6 +171,9 @@ def main() -> None:
         elif stage == "analysis":
             extra = () if args.router_iterations is None else (f"iterations={args.router_iterations}",)
             stage_analysis(args.out, command, args.size, extra)
+        elif stage == "efficiency":
+            extra = () if args.router_iterations is None else (f"iterations={args.router_iterations}",)
+            stage_efficiency(args.out, command, args.size, extra)
         elif stage == "experts":
             bench = args.out / "bench"
             stage_script(["benchmarks/experts_full.py", "--out", str(bench), "--experts",
@@ -156,7 +184,7 @@ def main() -> None:
                           "4dgs,ed3dgs", "--precisions", "float32,bfloat16", "--profile"],
                          REPORTS / "iteration-cost.txt")
         else:
-            sys.exit(f"error: --stages: unknown stage {stage!r} (moe, analysis, experts, iteration)")
+            sys.exit(f"error: --stages: unknown stage {stage!r} (moe, analysis, efficiency, experts, iteration)")
         log(f"stage {stage} done")
     if dirty:
         log("uncommitted code: the reports written here must not be committed")

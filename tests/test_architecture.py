@@ -24,6 +24,7 @@ LAYERS = [
     ["moe"],
     ["bench"],
     ["report"],
+    ["sweep"],
     ["cli", "__main__"],
 ]
 RANK = {name: i for i, names in enumerate(LAYERS) for name in names}

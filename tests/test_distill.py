@@ -331,7 +331,7 @@ def test_cache_key_follows_the_router_run(distill_run, tiny_scene_dir, monkeypat
     router = StoredRun.load("moe-vapr", Run(root / "moe-vapr" / "ex4dgs+stg" / "seed0", rid))
     assert mixture_variant(router) == MIXTURE
     keys = []
-    monkeypatch.setattr("moegs_bench.bench.harness.code_fingerprint", lambda: "pinned")  # one code version
+    monkeypatch.setattr("moegs_bench.bench.harness.code_fingerprint", lambda *modules: "pinned")  # one code version
     monkeypatch.setattr("moegs_bench.bench.distill.pseudo_labels", lambda folder, key, *a, **kw: keys.append(key))
     mixture_pseudo_labels(experts, router, data)
     mixture_pseudo_labels(experts, router, data)

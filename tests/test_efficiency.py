@@ -7,11 +7,14 @@ import time
 
 import pytest
 import torch
+from click.testing import CliRunner
 
 from moegs_bench.bench import efficiency as bench_eff
+from moegs_bench.bench import harness
 from moegs_bench.bench.experiment import Experiment, run_experiment
 from moegs_bench.bench.harness import run_moe
 from moegs_bench.bench.store import notes, results
+from moegs_bench.cli.run import run as run_command
 from moegs_bench.data.load import load_scene
 from moegs_bench.errors import ConfigError
 from moegs_bench.eval.efficiency import (
@@ -23,6 +26,7 @@ from moegs_bench.eval.efficiency import (
     timed_views,
 )
 from moegs_bench.experts.registry import expert_config, get_expert
+from moegs_bench.moe import pool as pool_module
 from moegs_bench.moe.pool import ExpertPool
 from moegs_bench.moe.responsibility import Responsibilities
 from moegs_bench.moe.routers import build_router, router_config
@@ -32,6 +36,7 @@ from moegs_bench.render.gaussians import Gaussians
 pytestmark = pytest.mark.usefixtures("one_thread")
 CPU = torch.device("cpu")
 TIMING_KEYS = {"fps", "render_ms", "fps_n3v", "render_ms_n3v"}
+MULTIPASS_KEYS = {"fps_multipass", "render_ms_multipass", "fps_multipass_n3v", "render_ms_multipass_n3v"}
 
 
 @pytest.fixture(scope="module")
@@ -177,19 +182,75 @@ def test_every_method_kind_is_measured_at_both_sizes(pool):
         "fused": bench_eff.fused_efficiency(pool, resp, SMALL),
     }
     for kind, (metrics, text) in kinds.items():
-        assert set(metrics) == TIMING_KEYS, kind
+        assert set(metrics) == TIMING_KEYS | (MULTIPASS_KEYS if kind == "router" else set()), kind
         assert "40x30" in text["fps_n3v"], kind
     assert "router" in kinds["router"][1]["fps"] and "R̄" in kinds["fused"][1]["fps"]
     # timing renders evaluate the Gaussians of every view: no per-frame cache
     assert bench_eff.timing_pool(pool, pool.data).cache_bytes == 0
 
 
-def test_on_cpu_the_harness_stores_the_note_and_no_timings(tiny_scene_dir, tmp_path):
-    # catches: timings of the reference rasteriser stored as FPS, a run without the note
+def test_router_rows_time_both_render_modes(pool, monkeypatch):
+    """The plain rows come from single-pass renders, the `_multipass` rows from multi-pass ones.
+    Catches: render_mode ignored by timing_pool (every render in one mode), the two measurements'
+    suffixes swapped (multi-pass renders are made 40 ms slower here, so the slow numbers must
+    be the `_multipass` ones), notes that do not say which mode was timed."""
+    real = pool_module.render_experts
+    modes: list[str] = []
+
+    def spy(*args, mode="auto", **kw):
+        modes.append(mode)
+        if mode == bench_eff.MULTI_PASS:
+            time.sleep(0.04)
+        return real(*args, mode=mode, **kw)
+
+    monkeypatch.setattr(pool_module, "render_experts", spy)
+    router = build_router("vapr", pool, router_config("vapr", "tiny"))
+    metrics, text = bench_eff.router_efficiency(router, pool, SMALL)
+    per_mode = 2 * (SMALL.warmup + 2 * SMALL.repeats)  # two sizes, warm-up + 2 views x repeats, one pool render each
+    assert modes == [bench_eff.SINGLE_PASS] * per_mode + [bench_eff.MULTI_PASS] * per_mode
+    assert set(metrics) == TIMING_KEYS | MULTIPASS_KEYS
+    for suffix in ("", "_n3v"):
+        assert metrics[f"render_ms_multipass{suffix}"] > metrics[f"render_ms{suffix}"] + 30
+        assert "multi-pass" in text[f"fps_multipass{suffix}"] and "single-pass" in text[f"fps{suffix}"]
+        assert "multi-pass" not in text[f"fps{suffix}"]
+    assert bench_eff.multipass_metric("render_memory_mb_n3v") == "render_memory_mb_multipass_n3v"
+    assert bench_eff.timing_pool(pool, pool.data, bench_eff.MULTI_PASS).render_mode == bench_eff.MULTI_PASS
+
+
+def test_router_rows_on_cpu_are_notes_for_both_modes(pool):
+    """Catches: a mixture on CPU storing reference-rasteriser timings for either mode, or the
+    multi-pass rows missing their reason."""
+    router = build_router("vapr", pool, router_config("vapr", "tiny"))
+    metrics, text = bench_eff.router_efficiency(router, pool, EfficiencyConfig(views=1))
+    assert metrics == {} and text == {"fps": bench_eff.CPU_NOTE, "fps_multipass": bench_eff.CPU_NOTE}
+
+
+def test_render_option_is_checked_before_any_work(tiny_scene_dir, tmp_path):
+    """Catches: a bad --render accepted (and failing only at the first mixture render), the
+    option missing from the command line."""
+    with pytest.raises(ConfigError, match="--render sideways: expected auto, single-pass, multi-pass"):
+        run_experiment(Experiment(scene=str(tiny_scene_dir), render_mode="sideways", runs_dir=tmp_path / "runs"))
+    assert not (tmp_path / "runs").exists()
+    res = CliRunner().invoke(run_command, ["--render", "sideways"])
+    assert res.exit_code == 2 and "--render" in res.output
+
+
+def test_on_cpu_the_harness_stores_the_note_and_no_timings(tiny_scene_dir, tmp_path, monkeypatch):
+    # catches: timings of the reference rasteriser stored as FPS, a run without the note; and
+    # run_moe's render_mode not reaching the mixtures' pool
     runs = tmp_path / "runs"
     result = run_experiment(Experiment(scene=str(tiny_scene_dir), experts="static@tiny,static", runs_dir=runs,
                                        device="cpu", overrides=("train.iterations=5",)))
-    mixtures = run_moe(result.experts, result.data, result.store, {})
+    pools: list[str] = []
+
+    class Recorded(ExpertPool):
+        def __init__(self, *args, **kw):
+            super().__init__(*args, **kw)
+            pools.append(self.render_mode)
+
+    monkeypatch.setattr(harness, "ExpertPool", Recorded)
+    mixtures = run_moe(result.experts, result.data, result.store, {}, render_mode="multi-pass")
+    assert pools == ["multi-pass"]
     df, nt = results(runs), notes(runs)
     assert df.run_dir.nunique() == 2 + 3  # two experts, three baselines
     assert not set(df.metric) & (TIMING_KEYS | {"render_memory_mb", "render_memory_mb_n3v"})

@@ -91,10 +91,22 @@ def test_router_channels_come_from_each_experts_single_render(pool, monkeypatch)
 
     monkeypatch.setattr(multi_expert, "render", counting)
     router = build_router("vapr", pool, cfg())
+    monkeypatch.setattr(pool, "render_mode", "multi-pass")
     router(pool, cam=0, frame=1, temperature=1.0)
     assert len(calls) == len(pool)  # one rasterisation per expert: RGB, depth and router channels
     assert all(ex is not None and ex.shape == (n, 3) for ex, n in zip(calls, pool.sizes, strict=True))
     assert all(ex.requires_grad for ex in calls)
+
+    # single pass (the default for frozen experts): one call with every expert's channels
+    calls.clear()
+    single_calls = []
+    real_single = multi_expert.render_single_pass
+    monkeypatch.setattr(multi_expert, "render_single_pass",
+                        lambda gs, *a, **k: single_calls.append(k["extras"]) or real_single(gs, *a, **k))
+    monkeypatch.setattr(pool, "render_mode", "auto")
+    router(pool, cam=0, frame=1, temperature=1.0)
+    assert calls == [] and len(single_calls) == 1
+    assert [ex.shape for ex in single_calls[0]] == [(n, 3) for n in pool.sizes]
 
     calls.clear()
     volume_calls = []

@@ -108,13 +108,14 @@ def test_code_version_tracks_source(tmp_path):
     (pkg / "a.py").write_text("x = 1\n")
     (pkg / "sub" / "b.py").write_text("y = 2\n")
     (pkg / "README.md").write_text("docs")
-    v1 = code_fingerprint(pkg)
+    v1 = code_fingerprint(root=pkg)  # no modules named: the whole package
     assert v1.startswith(store.__version__ + "+src.")
+    assert code_version(pkg).startswith(v1)  # outside git: no failure
     (pkg / "README.md").write_text("other docs")  # not code: same fingerprint
-    assert code_fingerprint(pkg) == v1
+    assert code_fingerprint(root=pkg) == v1 and code_version(pkg).startswith(v1)
     (pkg / "sub" / "b.py").write_text("y = 3\n")
-    assert code_fingerprint(pkg) != v1
-    assert code_version(pkg).startswith(code_fingerprint(pkg))  # outside git: no failure
+    assert code_fingerprint(root=pkg) != v1
+    assert code_version(pkg).startswith(code_fingerprint(root=pkg))
     assert code_version().startswith(store.__version__)
 
 

@@ -38,8 +38,9 @@ from ..moe.train_router import load_router
 from ..progress import ProgressFactory, task
 from ..train.losses import DistillTargets
 from . import efficiency as eff
+from .code_keys import distill_code
 from .harness import MixtureInputs, StoredRun, _finish, _train_model, _train_segments
-from .store import Run, RunId, RunStore, code_fingerprint, content_key, scene_fingerprint
+from .store import Run, RunId, RunStore, content_key, scene_fingerprint
 
 RETRAINED, DISTILLED, NOWEIGHT = "-retrained", "-distilled", "-distilled-noweight"
 SUFFIXES = {"routing": DISTILLED, "none": NOWEIGHT}  # weighting -> method suffix
@@ -132,11 +133,24 @@ def run_variant(recipe: ExpertRecipe, data: SceneData, store: RunStore, run_id: 
     it under `run_id`. run_config: what its content key covers (with the scene and code);
     targets_for: Eq. 11 targets (None: the ordinary loss against ground truth); notes,
     timings: added to the run's own."""
-    key = content_key(run_config, scene_fingerprint(data.scene.root), code_fingerprint())
+    code = distill_code(recipe.name)
+    key = content_key(run_config, scene_fingerprint(data.scene.root), code)
     if not force and (run := store.find(run_id, key)) is not None:
         return StoredRun.load(run_id.method, run)
-    run = None if force else store.resume(run_id, key)
-    run = run or store.begin(run_id, key, run_config)
+    with store.claim(run_id, key):  # another worker training it: wait, then reuse what it stored
+        if not force and (run := store.find(run_id, key)) is not None:
+            return StoredRun.load(run_id.method, run)
+        run = None if force else store.resume(run_id, key)
+        run = run or store.begin(run_id, key, run_config, code=code)
+        return _variant_run(recipe, data, run, targets_for, lpips, progress, save_images, notes, timings)
+
+
+def _variant_run(recipe: ExpertRecipe, data: SceneData, run: Run, targets_for: TargetsFor | None,
+                 lpips: LPIPSMetric | None, progress: ProgressFactory | None, save_images: bool,
+                 notes: dict | None, timings: dict | None) -> StoredRun:
+    """Train the retraining in the begun or resumed `run` of the caller's claim, evaluate it
+    and store it complete."""
+    run_id = run.run_id
     expert, result = _train(recipe, data, run_id.seed, run, targets_for, progress, run_id.method)
     model_path = expert.save(run.checkpoint_path("model.pt"))
     renderer = expert_view_renderer(expert, data, background=recipe.config.train.background)

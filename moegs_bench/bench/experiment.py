@@ -22,13 +22,16 @@ from ..data.synthetic import SCENES, generate_synthetic, synthetic_scene_dir
 from ..device import resolve_device
 from ..errors import ConfigError
 from ..eval.metrics import LPIPSMetric
+from ..experts.budget import check_budget
 from ..experts.registry import available_experts, check_labels, get_expert, split_label
 from ..moe.distill import DistillConfig
 from ..moe.routers import RouterConfig, get_router, router_config, router_names
 from ..progress import ProgressFactory, task
+from ..render.multi_expert import RENDER_MODES
 from .analysis import ANALYSES, AnalysisSettings, run_mdc, run_trajectories
 from .distill import distill_seeds, run_distillation, weighting_plan
 from .harness import StoredRun, lpips_metric, run_labeled_expert, run_moe
+from .prune import PRUNE_ROUTER, prune_settings, run_pruning
 from .store import RunStore, write_results_table
 
 DEFAULT_ROUTER = "vapr"  # the paper's Volume-aware Pixel Router: what `run` mixes by default
@@ -53,6 +56,11 @@ class Experiment:
     size: str | None = None  # default: tiny on CPU, full with CUDA
     seed: int = 0
     experts: str | None = None
+    # fraction of each expert's iterations, every step setting scaled with them (experts/budget.py;
+    # MoE-GS Table 6); runs at a budget are stored under variant "b50", their mixtures "<set>.b50"
+    budget: float = 1.0
+    # seed of a synthetic scene (None: `seed`); a seed study fixes it so every seed sees one scene
+    scene_seed: int | None = None
     preset: str | None = None
     overrides: tuple[str, ...] = ()
     routers: str | None = None  # None: DEFAULT_ROUTER when `experts` is None, else none
@@ -66,6 +74,9 @@ class Experiment:
     lpips_weights: Path | None = None
     analyses: str = "none"  # after the runs: fusion, mdc, trajectories, all or none (comma-separated)
     fuse_router: str = "vapr"  # whose gates the fused model lifts
+    # how mixtures render their experts (render.multi_expert.render_experts): auto (single-pass
+    # for frozen experts), single-pass or multi-pass; the efficiency rows time both regardless
+    render_mode: str = "auto"
     mdc_frames: int | None = None  # MDC over this many evenly spaced frames (None: every frame)
     mdc_pairs: int | None = None  # at most this many ordered camera pairs per frame (None: all)
     trajectory_gaussians: int = 2000  # Gaussians tracked per expert
@@ -79,12 +90,20 @@ class Experiment:
     # only these (label, seed, kind) retrainings, kind "retrained"/"routing"/"none": lets
     # several processes share one study's work (None: all of them)
     distill_only: tuple[tuple[str, int, str], ...] | None = None
+    # gate-aware pruning of the VAPR mixture (MoE-GS Eq. 10; bench/prune.py): "none", or targets
+    # "55,75" (percent of all its Gaussians removed, methods moe-vapr-p55, ...) or "t0.02" (a
+    # threshold); rule importance (Eq. 10) or sigmoid (keep sigmoid(w) >= threshold); rounds
+    # (None: moe.prune.PruneConfig's); --prune-set KEY=VALUE items for the other settings
+    prune: str = "none"
+    prune_rule: str = "importance"
+    prune_steps: int | None = None
+    prune_overrides: tuple[str, ...] = ()
 
 
 @dataclass
 class ExperimentResult:
     """The scene, the store, each expert's stored run (stage 1), every stage-2 method's
-    (baselines then routers; empty without routers) and the LPIPS metric used."""
+    (baselines, routers, then pruned mixtures; empty without routers) and the LPIPS metric used."""
 
     data: SceneData
     store: RunStore
@@ -111,10 +130,11 @@ def resolve_scene(exp: Experiment, device: torch.device, progress: ProgressFacto
         raise ConfigError(f"--scene {exp.scene!r}: neither a prepared scene folder nor a synthetic scene "
                           f"({', '.join(SCENES)})")
     size = exp.size or default_size(device)
-    out = synthetic_scene_dir(exp.data_dir or Path(exp.runs_dir) / "scenes", exp.scene, exp.rig, size, exp.seed)
+    scene_seed = exp.seed if exp.scene_seed is None else exp.scene_seed
+    out = synthetic_scene_dir(exp.data_dir or Path(exp.runs_dir) / "scenes", exp.scene, exp.rig, size, scene_seed)
     if not is_prepared_scene(out):
         log(f"preparing synthetic scene {exp.scene} ({exp.rig} rig, {size}) in {out}")
-    generate_synthetic(out, scene=exp.scene, rig=exp.rig, size=size, seed=exp.seed, device=device,
+    generate_synthetic(out, scene=exp.scene, rig=exp.rig, size=size, seed=scene_seed, device=device,
                        progress=task(progress, f"render {exp.scene}"))
     return out
 
@@ -193,9 +213,15 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
     task per training; log: one-line messages (what is being prepared)."""
     routers = resolve_routers(router_spec(exp))  # a bad --router fails before any training
     analyses = resolve_analyses(exp.analyses)
+    budget = check_budget(exp.budget)
+    if budget != 1.0 and exp.distill:
+        raise ConfigError("--budget: the distillation study retrains at the full budget (leave out --budget)")
+    if exp.render_mode not in RENDER_MODES:
+        raise ConfigError(f"--render {exp.render_mode}: expected {', '.join(RENDER_MODES)}")
     if "fusion" in analyses and exp.fuse_router not in routers:
         raise ConfigError(f"--analysis fusion: needs the router whose gates it lifts (--router {exp.fuse_router})")
     distill = _distill_settings(exp, routers) if exp.distill else None
+    prune_targets, prune_cfg = prune_settings(exp.prune, exp.prune_rule, exp.prune_steps, exp.prune_overrides, routers)
     device = resolve_device(exp.device)
     root = resolve_scene(exp, device, progress, log)
     data = load_scene(root, device, with_gt=True)
@@ -208,13 +234,20 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
     store = RunStore(exp.runs_dir)
     lpips = lpips_metric(exp.lpips_net, exp.lpips_weights, device)
     experts = [run_labeled_expert(label, data, store, seed=exp.seed, preset=exp.preset, overrides=expert_sets[label],
-                                  force=exp.force, lpips=lpips, progress=progress)
+                                  force=exp.force, lpips=lpips, progress=progress, budget=budget)
                for label in labels]
     write_results_table(exp.runs_dir)
     mixtures = []
     if routers:
         mixtures = run_moe(experts, data, store, router_cfgs, seed=exp.seed, force=exp.force, lpips=lpips,
-                           progress=progress, fuse=exp.fuse_router if "fusion" in analyses else None)
+                           progress=progress, fuse=exp.fuse_router if "fusion" in analyses else None,
+                           render_mode=exp.render_mode)
+        write_results_table(exp.runs_dir)
+    pruned = []  # kept apart from `mixtures` until the end: analyses render those over the unpruned experts
+    if prune_targets:
+        router_run = next(m for m in mixtures if m.label == get_router(PRUNE_ROUTER).method())
+        pruned = run_pruning(experts, router_run, data, store, prune_targets, prune_cfg, seed=exp.seed,
+                             force=exp.force, lpips=lpips, progress=progress, render_mode=exp.render_mode)
         write_results_table(exp.runs_dir)
     distilled = []
     if distill is not None:
@@ -230,7 +263,7 @@ def run_experiment(exp: Experiment, progress: ProgressFactory | None = None,
         run_trajectories(experts, data, settings, progress=progress)
     if {"mdc", "trajectories"} & set(analyses):
         write_results_table(exp.runs_dir)
-    return ExperimentResult(data, store, experts, mixtures, lpips, distilled)
+    return ExperimentResult(data, store, experts, mixtures + pruned, lpips, distilled)
 
 
 def _distill_settings(exp: Experiment, routers: list[str]) -> DistillConfig:

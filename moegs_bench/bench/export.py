@@ -33,6 +33,7 @@ from .store import (
     RunId,
     RunStoreError,
     content_key,
+    key_code,
     scene_fingerprint,
 )
 
@@ -87,7 +88,7 @@ def trained_on(run: Run, scene_root: Path) -> bool:
     """Whether `run` was trained on the prepared scene at `scene_root`: its stored config with
     that scene's fingerprint and the run's code fingerprint gives the run's content key."""
     cfg = run.load_config()
-    code = str(cfg.get("code_version", "")).split(".git.")[0]  # code_version() = fingerprint[.git.<commit>]
+    code = key_code(cfg)  # the code fingerprint its key covers
     return content_key(cfg.get("config", {}), scene_fingerprint(scene_root), code) == cfg.get("key")
 
 

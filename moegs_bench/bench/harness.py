@@ -8,6 +8,7 @@ import json
 import time
 import warnings
 from collections.abc import Sequence
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..errors import ConfigError, StateWarning
 from ..eval.evaluate import Evaluation, evaluate_methods, evaluate_views
 from ..eval.metrics import LPIPSMetric, metric_notes
 from ..eval.perf import storage_mb
+from ..experts.budget import apply_budget, split_budget, with_budget
 from ..experts.registry import expert_config, get_expert, split_label
 from ..experts.segments import SegmentedExpert, load_expert, segment_ranges
 from ..experts.views import expert_view_renderer
@@ -40,6 +42,7 @@ from ..moe.train_router import load_router, router_renderer, save_router, train_
 from ..progress import ProgressFactory, task
 from ..train.loop import TrainResult, train_expert
 from . import efficiency as eff
+from .code_keys import KEY_MODULES, expert_code, router_code
 from .store import Run, RunId, RunStore, code_fingerprint, content_key, scene_fingerprint
 
 
@@ -85,31 +88,45 @@ def run_expert(name: str, data: SceneData, store: RunStore, *, seed: int = 0,
                preset: str | None = None, overrides: dict | None = None, force: bool = False,
                lpips: LPIPSMetric | None = None, variant: str = "default", label: str | None = None,
                segment_frames: int | None = None, progress: ProgressFactory | None = None,
-               save_renders: bool = True) -> StoredRun:
+               save_renders: bool = True, budget: float = 1.0) -> StoredRun:
     """Train (or reuse) and evaluate expert `name` on `data`; returns its stored run.
 
     A completed run with the same content key (config + seed + scene data + code) is reused
     unless `force`; an unfinished one with the same key resumes from its checkpoint.
     label: how the run is named in results of this call (default: `name`);
     segment_frames: train one model per this many frames (default: the dataset file's
-    `[segment_frames]` for this expert; 0: one model), evaluated as one expert.
+    `[segment_frames]` for this expert; 0: one model), evaluated as one expert;
+    budget: train for this fraction of the iterations, every step setting scaled with them
+    (experts/budget.py), stored under variant `with_budget(variant, budget)` ("b50").
     """
     label = label or name
     preset = preset or default_preset(name, data)
-    cfg = expert_config(name, preset, overrides)
+    cfg = apply_budget(expert_config(name, preset, overrides), budget)  # after --set: a fraction of what runs
     if segment_frames is None:
         segment_frames = dataset_segment_frames(data.scene.dataset).get(name, 0)
     ranges = segment_ranges(len(data.times), segment_frames)
     run_config = {"expert": name, "preset": preset, "seed": seed, "config": to_dict(cfg)}
     if len(ranges) > 1:
         run_config["segment_frames"] = segment_frames
-    key = content_key(run_config, scene_fingerprint(data.scene.root), code_fingerprint())
-    run_id = RunId(data.scene.dataset, data.scene.name, name, variant, seed)
+    if budget != 1.0:
+        run_config["budget"] = float(budget)
+    code = expert_code(name)
+    key = content_key(run_config, scene_fingerprint(data.scene.root), code)
+    run_id = RunId(data.scene.dataset, data.scene.name, name, with_budget(variant, budget), seed)
     if not force and (run := store.reuse(run_id, key, ["model.pt"])) is not None:
         return StoredRun.load(label, run)
-    run = None if force else store.resume(run_id, key)
-    run = run or store.begin(run_id, key, run_config)
+    with store.claim(run_id, key):  # another worker running it: wait, then reuse what it stored
+        if not force and (run := store.reuse(run_id, key, ["model.pt"])) is not None:
+            return StoredRun.load(label, run)
+        run = None if force else store.resume(run_id, key)
+        run = run or store.begin(run_id, key, run_config, code=code)
+        return _expert_run(name, cfg, data, seed, ranges, run, label, progress, lpips, save_renders)
 
+
+def _expert_run(name: str, cfg, data: SceneData, seed: int, ranges: list[tuple[int, int]], run: Run, label: str,
+                progress: ProgressFactory | None, lpips: LPIPSMetric | None, save_renders: bool) -> StoredRun:
+    """Train expert `name` (one model, or one per frame range) in the begun or resumed `run`
+    of the caller's claim, evaluate it and store it complete."""
     if len(ranges) == 1:
         expert, result = _train_model(name, cfg, data, seed, run, "train_state.pt", task(progress, label))
     else:
@@ -214,23 +231,29 @@ def run_labeled_expert(label: str, data: SceneData, store: RunStore, *, preset: 
 class MixtureInputs:
     """What every stage-2 method of one expert set shares: the experts' stored runs (sorted by
     label), the variant they are stored under ("a+b+c"), their run keys, the scene and code
-    fingerprints, and the frozen experts (loaded on first use)."""
+    fingerprints, and the frozen experts (loaded on first use); render_mode: how the pool renders
+    its experts (`ExpertPool`; outputs agree to float error, so it is not part of run keys)."""
 
-    def __init__(self, expert_runs: Sequence[StoredRun], data: SceneData):
+    def __init__(self, expert_runs: Sequence[StoredRun], data: SceneData, render_mode: str = "auto"):
         if len(expert_runs) < 2:
             raise ConfigError("--router: a mixture needs at least two experts (--experts a,b)")
         self.expert_runs = sorted(expert_runs, key=lambda r: r.label)
         self.data = data
-        self.variant = "+".join(r.label for r in self.expert_runs)
+        budgets = {split_budget(r.run.run_id.variant)[1] for r in self.expert_runs}
+        if len(budgets) > 1:  # a mixture at budget f mixes the experts trained at budget f
+            raise ConfigError(f"--budget: a mixture's experts must share one training budget, got {sorted(budgets)}")
+        self.variant = with_budget("+".join(r.label for r in self.expert_runs), budgets.pop())  # "a+b+c[.b50]"
         self.expert_keys = {r.label: r.run.load_config()["key"] for r in self.expert_runs}
-        self.scene_fp, self.code = scene_fingerprint(data.scene.root), code_fingerprint()
+        self.scene_fp, self.code = scene_fingerprint(data.scene.root), code_fingerprint(KEY_MODULES["mixture"])
         self._pool: ExpertPool | None = None
+        self.render_mode = render_mode
 
     @property
     def pool(self) -> ExpertPool:
         if self._pool is None:
             experts = [load_expert(r.run.checkpoint_path("model.pt"), self.data.device) for r in self.expert_runs]
-            self._pool = ExpertPool(experts, [r.label for r in self.expert_runs], self.data)
+            self._pool = ExpertPool(experts, [r.label for r in self.expert_runs], self.data,
+                                    render_mode=self.render_mode)
         return self._pool
 
     def run_id(self, method: str, seed: int) -> RunId:
@@ -255,7 +278,20 @@ def run_baselines(inputs: MixtureInputs, store: RunStore, *, seed: int = 0, forc
     found = {m: None if force else store.reuse(i, key) for m, i in ids.items()}
     if all(found.values()):
         return [StoredRun.load(m, run) for m, run in found.items()]
-    runs = {m: store.begin(i, key, {"method": m, "experts": inputs.expert_keys}) for m, i in ids.items()}
+    with ExitStack() as claims:
+        for run_id in sorted(ids.values()):  # one order for every worker: none holds some and waits
+            claims.enter_context(store.claim(run_id, key))
+        found = {m: None if force else store.reuse(i, key) for m, i in ids.items()}
+        if all(found.values()):  # stored by another worker meanwhile
+            return [StoredRun.load(m, run) for m, run in found.items()]
+        return _baseline_runs(inputs, store, ids, key, lpips, save_images)
+
+
+def _baseline_runs(inputs: MixtureInputs, store: RunStore, ids: dict[str, RunId], key: str,
+                   lpips: LPIPSMetric | None, save_images: bool) -> list[StoredRun]:
+    """Begin, evaluate and store every baseline run of `ids` (their claims held by the caller)."""
+    runs = {m: store.begin(i, key, {"method": m, "experts": inputs.expert_keys}, code=inputs.code)
+            for m, i in ids.items()}
     evals = evaluate_methods(baseline_renderers(inputs.pool, list(ids)), inputs.data, "test", lpips,
                              {m: r.dir for m, r in runs.items()} if save_images else None)
     sizes = eff.mixture_sizes(inputs.expert_runs)
@@ -274,12 +310,25 @@ def run_router(name: str, inputs: MixtureInputs, store: RunStore, cfg: RouterCon
     oracle_psnr: the per-pixel oracle's PSNR, for the oracle gain share."""
     method = get_router(name).method()
     run_config = {"router": name, "experts": inputs.expert_keys, "seed": seed, "config": to_dict(cfg)}
-    key = content_key(run_config, inputs.scene_fp, inputs.code)
+    code = router_code(name)
+    key = content_key(run_config, inputs.scene_fp, code)
     run_id = inputs.run_id(method, seed)
     if not force and (run := store.reuse(run_id, key, ["router.pt"])) is not None:
         return StoredRun.load(method, run)
+    with store.claim(run_id, key):  # another worker training it: wait, then reuse what it stored
+        if not force and (run := store.reuse(run_id, key, ["router.pt"])) is not None:
+            return StoredRun.load(method, run)
+        run = store.begin(run_id, key, run_config, code=code)
+        return _router_run(name, inputs, run, cfg, seed, lpips, oracle_psnr, progress, save_images)
+
+
+def _router_run(name: str, inputs: MixtureInputs, run: Run, cfg: RouterConfig, seed: int,
+                lpips: LPIPSMetric | None, oracle_psnr: float | None, progress: ProgressFactory | None,
+                save_images: bool) -> StoredRun:
+    """Train router `name` in the begun `run` of the caller's claim, evaluate the mixture and
+    store it complete."""
+    method = get_router(name).method()
     pool = inputs.pool
-    run = store.begin(run_id, key, run_config)
     torch.manual_seed(seed)
     router = build_router(name, pool, cfg)
     trained = train_router(router, pool, cfg, seed=seed, progress=task(progress, method))
@@ -316,9 +365,19 @@ def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *,
     run_id = inputs.run_id(FUSED, seed)
     if not force and (run := store.reuse(run_id, key, ["responsibilities.pt"])) is not None:
         return StoredRun.load(FUSED, run)
+    inputs.pool.check_concatenable(FUSED, "the fused model")
+    with store.claim(run_id, key):  # another worker fusing it: wait, then reuse what it stored
+        if not force and (run := store.reuse(run_id, key, ["responsibilities.pt"])) is not None:
+            return StoredRun.load(FUSED, run)
+        run = store.begin(run_id, key, run_config, code=inputs.code)
+        return _fused_run(inputs, run, router_run, lpips, progress, save_images)
+
+
+def _fused_run(inputs: MixtureInputs, run: Run, router_run: StoredRun, lpips: LPIPSMetric | None,
+               progress: ProgressFactory | None, save_images: bool) -> StoredRun:
+    """The fused model of `router_run` in the begun `run` of the caller's claim: responsibilities,
+    evaluation, stored complete."""
     pool = inputs.pool
-    pool.check_concatenable(FUSED, "the fused model")
-    run = store.begin(run_id, key, run_config)
     router = load_router(router_run.run.checkpoint_path("router.pt"), inputs.data.device)
     t0 = time.perf_counter()
     resp = accumulate_responsibilities(router, pool, "train", progress=task(progress, f"{FUSED} responsibilities"))
@@ -343,14 +402,15 @@ def run_fusion(inputs: MixtureInputs, store: RunStore, router_run: StoredRun, *,
 def run_moe(expert_runs: Sequence[StoredRun], data: SceneData, store: RunStore,
             routers: dict[str, RouterConfig], *, seed: int = 0, force: bool = False,
             lpips: LPIPSMetric | None = None, progress: ProgressFactory | None = None,
-            save_images: bool = True, fuse: str | None = None) -> list[StoredRun]:
+            save_images: bool = True, fuse: str | None = None, render_mode: str = "auto") -> list[StoredRun]:
     """Stage 2 over trained experts: the baselines, then each router (name -> settings), then
     with `fuse` (a router of `routers`) the fused model of that router; every method stored
-    with variant = the expert labels sorted and joined by '+'. Returns them in that order."""
+    with variant = the expert labels sorted and joined by '+'. Returns them in that order.
+    render_mode: how the experts are rendered while training and evaluating (`ExpertPool`)."""
     if fuse is not None and fuse not in routers:
         raise ConfigError(f"--analysis fusion: lifts the gates of router {fuse!r}, which is not trained here "
                           f"(--router {fuse})")
-    inputs = MixtureInputs(expert_runs, data)
+    inputs = MixtureInputs(expert_runs, data, render_mode)
     baselines = run_baselines(inputs, store, seed=seed, force=force, lpips=lpips, save_images=save_images)
     oracle = next((b.metrics["psnr"] for b in baselines if b.label == "oracle-pixel"), None)
     trained = {name: run_router(name, inputs, store, cfg, seed=seed, force=force, lpips=lpips, oracle_psnr=oracle,

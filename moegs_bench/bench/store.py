@@ -7,11 +7,14 @@
         summary.json     {"metrics": {name: value}, "notes": {name: text}}
         checkpoints/     model files (`Run.checkpoint_path`)
         DONE             written last: the run is complete
+        CLAIM            while a worker runs it (`RunStore.claim`; claims.py)
         analysis/<name>.json  analyses of the completed run (MDC, trajectories, ...): their
                          settings and metrics, reported as metrics of the run
 
 A run is reused only when it is complete, readable and its stored content key equals the key
-of the requested run (`content_key` over config + data fingerprint + code fingerprint).
+of the requested run (`content_key` over config + data fingerprint + the fingerprint of the code
+that can change its numbers: `code_keys`). Workers sharing a store take a run's claim
+(`RunStore.claim`: a CLAIM file in its folder) around running it, so none runs it twice.
 `results(root)` scans completed runs into one tidy table: one row per (run, metric); a run
 whose files cannot be read back is left out with a `StateWarning` naming it.
 """
@@ -45,6 +48,10 @@ from ..data.scene import SCENE_FILE, read_scene
 from ..errors import ConfigError, MoegsError, SceneFormatError, StateWarning
 from ..io import atomic_write_bytes, atomic_write_json, atomic_write_text, torch_file_problem
 
+# Claim, RunClaimed and the code fingerprints are the store's names for its callers too
+from .claims import DEFAULT_TTL_S, Claim, RunClaimed, hold, read_holder, stale_reason  # noqa: F401
+from .code_keys import code_fingerprint, distill_code, expert_code, router_code, run_code  # noqa: F401
+
 CONFIG_FILE = "config.json"
 TIMINGS_FILE = "timings.json"
 PER_IMAGE_FILE = "per_image.csv"
@@ -54,6 +61,8 @@ CHECKPOINT_DIR = "checkpoints"
 ANALYSIS_DIR = "analysis"
 RESULTS_FILE = "results.csv"
 NOTES_FILE = "notes.csv"
+CLAIM_FILE = "CLAIM"  # in a run's folder while a worker runs it (claims.py)
+TABLE_CLAIM = ".results.claim"  # in the store's root while results.csv is rebuilt
 
 ID_COLUMNS = ["dataset", "scene", "method", "variant", "seed"]
 RESULT_COLUMNS = ID_COLUMNS + ["metric", "value", "run_dir", "key", "code_version", "device", "completed_at"]
@@ -79,11 +88,6 @@ def source_hash(package_root: Path | None = None) -> str:
         h.update(rel.encode() + b"\0")
         h.update(path.read_bytes() + b"\0")
     return h.hexdigest()[:12]
-
-
-def code_fingerprint(package_root: Path | None = None) -> str:
-    """`<version>+src.<hash>`: what the content key uses (changes iff the package code changes)."""
-    return f"{__version__}+src.{source_hash(package_root)}"
 
 
 def git_commit(path: Path | None = None) -> str | None:
@@ -130,10 +134,11 @@ def code_version(package_root: Path | None = None) -> str:
     """Package version + source hash, plus `.git.<commit>` when the package is in a git checkout
     and `.dirty` when that checkout has uncommitted changes to the code (CODE_PATHS).
 
-    Recorded in every run for provenance; keys use `code_fingerprint()` so that a commit
-    touching only docs or tests does not invalidate trained runs.
+    Recorded in every run for provenance; keys use the fingerprint of the code a run goes
+    through (`code_keys`), so that a commit touching only docs, tests, tables or other experts
+    does not invalidate trained runs.
     """
-    version = code_fingerprint(package_root)
+    version = f"{__version__}+src.{source_hash(package_root)}"
     commit = git_commit(package_root)
     if not commit:
         return version
@@ -383,8 +388,10 @@ class Run:
         return atomic_write_text(self.dir / DONE_FILE, _now() + "\n")
 
     def completed_at(self) -> str | None:
-        path = self.dir / DONE_FILE
-        return path.read_text().strip() if path.is_file() else None
+        try:
+            return (self.dir / DONE_FILE).read_text().strip()
+        except FileNotFoundError:  # not complete, or begun again since it was listed
+            return None
 
     def load_config(self) -> dict[str, Any]:
         return _read_json(self.dir / CONFIG_FILE)
@@ -478,10 +485,14 @@ def _read_analysis(path: Path) -> dict | None:
 
 # -- the store ---------------------------------------------------------------------------------
 class RunStore:
-    """Run directories under `root`; `find` reuses a completed run with the same content key."""
+    """Run directories under `root`; `find` reuses a completed run with the same content key.
+    claim_ttl_s, claim_wait_s: defaults of `claim` (how long a silent holder keeps a run; how
+    long to wait for one, None: until it finishes)."""
 
-    def __init__(self, root: str | Path):
+    def __init__(self, root: str | Path, *, claim_ttl_s: float = DEFAULT_TTL_S,
+                 claim_wait_s: float | None = None):
         self.root = Path(root)
+        self.claim_ttl_s, self.claim_wait_s = claim_ttl_s, claim_wait_s
         for folder in (self.root, *self.root.parents):  # the nearest existing one must be a folder
             if folder.exists():
                 if not folder.is_dir():
@@ -551,17 +562,25 @@ class RunStore:
         key: str,
         config: Mapping[str, Any],
         host: Mapping[str, str] | None = None,
+        *,
+        code: str | None = None,
     ) -> Run:
-        """Start a fresh run: clear its directory and write config.json."""
+        """Start a fresh run: clear its directory (but its claim) and write config.json.
+        code: the code fingerprint the key covers, recorded so that the key can be checked
+        again from the record (`key_code`)."""
         run_dir = self.run_dir(run_id)
         # drop DONE first: an interrupted clear must never leave a "complete" partial run
         (run_dir / DONE_FILE).unlink(missing_ok=True)
         if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
+            for child in run_dir.iterdir():
+                if child.name.startswith((CLAIM_FILE, f".{CLAIM_FILE}.")):
+                    continue  # the claim of the worker beginning it (and its heartbeat's temp file)
+                shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+        run_dir.mkdir(parents=True, exist_ok=True)
         record = {
             "run": run_id.as_dict(),
             "key": key,
+            **({"code": code} if code is not None else {}),
             "seed": int(run_id.seed),
             "code_version": code_version(),
             "created_at": _now(),
@@ -571,6 +590,27 @@ class RunStore:
         }
         atomic_write_json(run_dir / CONFIG_FILE, record)
         return Run(run_dir, run_id)
+
+    def claim(self, run_id: RunId, key: str, *, ttl_s: float | None = None,
+              wait_s: float | None | str = "store", poll_s: float | None = None):
+        """Context manager: hold the run's claim (`<run>/CLAIM`) while running it, so that no
+        other worker sharing the store runs it meanwhile; yields a `claims.Claim`. A claim
+        held by a live worker is waited for (wait_s seconds; default the store's
+        `claim_wait_s`, None: until released), then `RunClaimed` names the run and its holder
+        (host, pid, since). A stale one (dead pid on this host, heartbeat older than its ttl)
+        is taken over. After entering, check `reuse` again: the holder may have finished it."""
+        ttl = self.claim_ttl_s if ttl_s is None else ttl_s
+        return hold(self.run_dir(run_id) / CLAIM_FILE, f"run {run_id.relpath.as_posix()}", key=key, ttl_s=ttl,
+                    wait_s=self.claim_wait_s if wait_s == "store" else wait_s,
+                    poll_s=min(1.0, ttl / 10) if poll_s is None else poll_s, remove_empty_folder=True)
+
+    def holder(self, run_id: RunId) -> dict[str, Any] | None:
+        """The live claim's holder (host, pid, since, key, heartbeat) of a run being run by a
+        worker now; None when unclaimed or the claim is stale."""
+        current = read_holder(self.run_dir(run_id) / CLAIM_FILE)
+        if current is None or stale_reason(current, self.claim_ttl_s) is not None:
+            return None
+        return current
 
     def completed_runs(self) -> Iterator[Run]:
         """Every complete run under root, in path order (a folder that cannot name a run is
@@ -583,6 +623,13 @@ class RunStore:
                 warnings.warn(StateWarning(f"skipped {run_dir}: {exc}"), stacklevel=2)
                 continue
             yield Run(run_dir, run_id)
+
+
+def key_code(record: Mapping[str, Any]) -> str:
+    """The code fingerprint a stored run's key covers (config.json `code`); for a run stored
+    before it was recorded, its code version without the git suffix (whole-package keys)."""
+    code = record.get("code")
+    return code if isinstance(code, str) else str(record.get("code_version", "")).partition(".git.")[0]
 
 
 # -- tidy results ------------------------------------------------------------------------------
@@ -652,20 +699,30 @@ def notes(root: str | Path) -> pd.DataFrame:
     return _frame(rows, NOTE_COLUMNS)
 
 
-def write_results_table(root: str | Path) -> Path:
-    """Write `root/results.csv` (and `notes.csv`; `results.parquet` if pyarrow is installed)."""
+def write_results_table(root: str | Path, *, wait_s: float | None = 600.0) -> Path:
+    """Write `root/results.csv` (and `notes.csv`; `results.parquet` if pyarrow is installed)
+    from the completed runs. Each file is replaced whole (temporary file, then rename), and
+    rebuilds take turns (`.results.claim`, waited for up to wait_s seconds), so the last
+    rebuild to finish scanned the store last: a run completed before it began is in it."""
     root = Path(root)
-    df = results(root)
-    path = atomic_write_text(root / RESULTS_FILE, df.to_csv(index=False))
-    atomic_write_text(root / NOTES_FILE, notes(root).to_csv(index=False))
-    try:
-        import pyarrow  # noqa: F401
-    except ImportError:
+    with hold(root / TABLE_CLAIM, f"results table {root / RESULTS_FILE}", ttl_s=DEFAULT_TTL_S, wait_s=wait_s,
+              poll_s=0.05):
+        rows: list[dict] = []
+        note_rows: list[dict] = []
+        for run_rows, run_notes in _readable_rows(root):  # one scan for both tables
+            rows += run_rows
+            note_rows += run_notes
+        df = _frame(rows, RESULT_COLUMNS)
+        path = atomic_write_text(root / RESULTS_FILE, df.to_csv(index=False))
+        atomic_write_text(root / NOTES_FILE, _frame(note_rows, NOTE_COLUMNS).to_csv(index=False))
+        try:
+            import pyarrow  # noqa: F401
+        except ImportError:
+            return path
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic_write_bytes(root / "results.parquet", buf.getvalue())
         return path
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(root / "results.parquet", buf.getvalue())
-    return path
 
 
 def read_results_table(root: str | Path) -> tuple[pd.DataFrame, pd.DataFrame]:

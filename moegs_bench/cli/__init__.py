@@ -65,8 +65,9 @@ def _register() -> None:
     from .prepare import datasets_cmd, prepare
     from .report import report
     from .run import run, train
+    from .sweep import sweep
 
-    for command in (run, train, report, prepare, export):
+    for command in (run, train, report, prepare, export, sweep):
         cli.add_command(command)
     cli.add_command(datasets_cmd, name="datasets")
 

@@ -11,9 +11,14 @@ _run_options = [
     click.option("--scene", default="mixed", show_default=True,
                  help="Prepared scene folder, or a synthetic scene name (generated on first use)."),
     click.option("--rig", default="n3v", show_default=True, help="Camera rig of a synthetic scene."),
-    click.option("--size", default=None, help="Synthetic size: tiny, small or full "
-                 "(default: tiny on CPU, full with CUDA)."),
+    click.option("--size", default=None, help="Synthetic size: tiny, small, full or n3v (the N3V rig's "
+                 "cameras, 300 frames, 1352x1014) (default: tiny on CPU, full with CUDA)."),
     click.option("--seed", default=0, show_default=True, type=int, help="Training (and synthetic) seed."),
+    click.option("--scene-seed", default=None, type=int,
+                 help="Seed of the synthetic scene (default: --seed); fix it to train several seeds on one scene."),
+    click.option("--budget", default=1.0, show_default=True, type=float,
+                 help="Train each expert for this fraction of its iterations, every schedule scaled with "
+                      "them (MoE-GS Table 6), e.g. 0.5; stored as variant b50."),
     click.option("--preset", default=None, help="Expert preset (default: the one for the scene's size/dataset)."),
     click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                  help="Override an expert setting, e.g. --set train.iterations=500 (repeatable; applies to "
@@ -120,6 +125,12 @@ def _print_table(name: str, result, runs) -> None:
               help="After the runs: fusion (the fused model of --fuse-router's gates, method moe-fused), "
                    "mdc (multi-view depth consistency and depth error), trajectories, all or none.")
 @click.option("--fuse-router", default="vapr", show_default=True, help="Router whose gates the fused model lifts.")
+@click.option("--render", "render_mode", default="auto", show_default=True,
+              type=click.Choice(["auto", "single-pass", "multi-pass"]),
+              help="How mixtures render their experts: single-pass (one projection, sort and blend for all "
+                   "experts, MoE-GS Eq. 9), multi-pass (one rasterisation per expert) or auto (single-pass "
+                   "for frozen experts). Images agree to float error, so stored runs are reused either way; "
+                   "every mixture's efficiency rows time both (fps, fps_multipass).")
 @click.option("--mdc-frames", type=int, default=None, help="MDC over this many evenly spaced frames (default all).")
 @click.option("--mdc-pairs", type=int, default=None, help="At most this many camera pairs per frame (default all).")
 @click.option("--trajectory-gaussians", type=int, default=2000, show_default=True,
@@ -136,6 +147,18 @@ def _print_table(name: str, result, runs) -> None:
               help="Repeat the retrained and distilled trainings over this many seeds (seed+1, seed+2, ...).")
 @click.option("--distill-lambda", default=None, type=float,
               help="Eq. 11's λ, ground truth vs mixture (default 0.5: the paper prints no value).")
+@click.option("--prune", default="none", show_default=True,
+              help="Gate-aware pruning of the vapr mixture (MoE-GS Eq. 10), each target its own method: "
+                   "percentages of all its Gaussians removed, e.g. 55,75 (moe-vapr-p55, moe-vapr-p75), or "
+                   "thresholds t<τ>, e.g. t0.02 (moe-vapr-t0.02); none.")
+@click.option("--prune-rule", default="importance", show_default=True, type=click.Choice(["importance", "sigmoid"]),
+              help="importance: Eq. 10's gate gradients; sigmoid: the authors' rule, keep if sigmoid(w) >= "
+                   "threshold (methods end in -sigmoid).")
+@click.option("--prune-steps", default=None, type=int,
+              help="Pruning rounds towards each target, the router fine-tuned after each (default 3).")
+@click.option("--prune-set", "prune_overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a pruning setting (moe.prune.PruneConfig), e.g. --prune-set finetune_iterations=100 "
+                   "or --prune-set views=64 (repeatable).")
 @click.option("--html", "html_dir", default=None, type=click.Path(path_type=Path, file_okay=False),
               help="Write the store's static HTML report here afterwards (default: RUNS/report when "
                    "--experts is not given, i.e. the default demo run; `none` for no report).")

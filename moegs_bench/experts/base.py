@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
 from dataclasses import dataclass, field
+from itertools import chain
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -80,6 +81,7 @@ class Expert(nn.Module, metaclass=ABCMeta):
         self.config = config
         self.params = nn.ParameterDict()  # per-Gaussian tensors, rows aligned with Gaussians
         self.active_sh_degree = 0  # SH bands in use: one more every `sh_degree_interval` steps
+        self._inference: tuple | None = None  # (key, time-invariant tensors) of the inference path
 
     # -- construction ----------------------------------------------------------------------
     @classmethod
@@ -106,6 +108,50 @@ class Expert(nn.Module, metaclass=ABCMeta):
     @property
     def num_gaussians(self) -> int:
         return int(self.params["means"].shape[0])
+
+    # -- inference ------------------------------------------------------------------------------
+    # A frozen expert (every parameter requires_grad False, autograd off: the expert pool)
+    # produces its Gaussians through `inference_gaussians`: what does not depend on t is
+    # computed once (`build_inference_state`) and the per-t work is a few batched ops without
+    # host synchronisation. Training never takes this path, so its numbers are untouched.
+    def uses_inference_path(self) -> bool:
+        """True when `gaussians_at` may take the cached inference path: autograd is off and no
+        parameter of the expert requires a gradient, and the expert implements the path."""
+        if torch.is_grad_enabled() or type(self).build_inference_state is Expert.build_inference_state:
+            return False
+        return not any(p.requires_grad for p in self.parameters())
+
+    def freeze_for_inference(self) -> Expert:
+        """eval(), every parameter frozen, and the inference state built now (not in the first
+        frame). Returns self."""
+        self.eval().requires_grad_(False)
+        with torch.no_grad():
+            self.inference_state()
+        return self
+
+    def inference_state(self) -> dict[str, Any]:
+        """The time-invariant tensors of the inference path, rebuilt whenever a parameter or
+        buffer was replaced or changed in place (its version counter moved) or a schedule
+        setting (`inference_key`) changed."""
+        key = (tuple((id(t), t.data_ptr(), t._version, tuple(t.shape))
+                     for t in chain(self.parameters(), self.buffers())), self.inference_key())
+        if self._inference is None or self._inference[0] != key:
+            self._inference = None  # free the old tensors before building the new ones
+            with torch.no_grad():
+                self._inference = (key, self.build_inference_state())
+        return self._inference[1]
+
+    def inference_key(self) -> tuple:
+        """Non-tensor state the inference tensors depend on (schedules); experts extend it."""
+        return (self.active_sh_degree,)
+
+    def build_inference_state(self) -> dict[str, Any]:
+        """Time-invariant tensors of `inference_gaussians` (experts that have the path)."""
+        raise NotImplementedError(f"{type(self).__name__} has no inference path")
+
+    def drop_inference_state(self) -> None:
+        """Free the cached inference tensors (rebuilt on the next inference call)."""
+        self._inference = None
 
     # -- training hooks ------------------------------------------------------------------------
     def per_gaussian_params(self) -> nn.ParameterDict:

@@ -493,6 +493,8 @@ class ED3DGSExpert(Expert):
         return self.fine.heads.split(names, coarse + fine)  # the fine output is a residual on the coarse
 
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
+        if self.uses_inference_path():
+            return self.inference_gaussians(t, camera)
         p = self.params
         d = self.deltas(self.time_for(t, camera))
         c_move, c_rest = self.anneal()
@@ -508,6 +510,72 @@ class ED3DGSExpert(Expert):
         if "dsh" in d:
             sh = sh + _scaled(c_rest, d["dsh"].view(sh.shape))
         return Gaussians(means=means, quats=quats, scales=torch.exp(scales), opacities=torch.sigmoid(opacities),
+                         sh=sh, sh_degree=self.active_sh_degree)
+
+    # -- inference ------------------------------------------------------------------------------
+    def inference_key(self) -> tuple:
+        return (*super().inference_key(), self.fine_rows(), self.anneal())
+
+    def build_inference_state(self) -> dict[str, Tensor]:
+        """Time-invariant parts of `gaussians_at`. The two decoders become one batch of two:
+        each trunk's time part is folded into its resized table (the table rows through
+        trunk_t, so that h_t is an interpolation of those rows), their Gaussian-part and head
+        weights are stacked [2,...]. The canonical tensors are packed in head order [N, Σk]
+        so that one addition applies every deformation."""
+        c, p = self.config, self.params
+        dtype = check_precision(c.mlp_precision, "ed3dgs.mlp_precision")
+        tables, scale, nodes, sizes = [], [], [], []
+        for dec, rows in ((self.coarse, c.coarse_rows), (self.fine, self.fine_rows())):
+            tables.append(dec.trunk_t(resize_rows(self.temporal, rows)))  # [rows,W]
+            scale.append(torch.full((rows,), float(rows - 1)))
+            nodes.append(torch.arange(rows, dtype=torch.float32))
+            sizes.append(rows)
+        decs = (self.coarse, self.fine)
+        heads = self.fine.heads
+        stack = lambda fn: torch.stack([fn(d) for d in decs])  # noqa: E731
+        rest = [(stack(lambda d, i=i: d.trunk_rest[i].weight.t()), stack(lambda d, i=i: d.trunk_rest[i].bias[None]))
+                for i in range(1, len(self.coarse.trunk_rest), 2)]
+        sh = torch.cat([p["sh0"], p["shN"]], 1)
+        canonical = {"dx": p["means"], "ds": p["scales"], "dr": p["quats"], "do": p["opacities"][:, None],
+                     "dsh": sh.flatten(1)}
+        c_move, c_rest = self.anneal()
+        coef = torch.cat([torch.full((heads.sizes[k],), c_move if k in ("dx", "dr") else c_rest) for k in heads.names])
+        device = self.temporal.device
+        return dict(
+            table=torch.cat(tables), sizes=sizes, scale=torch.cat(scale).to(device), nodes=torch.cat(nodes).to(device),
+            trunk_g=stack(lambda d: d.trunk_g.weight.t()), rest=rest,
+            w1=stack(lambda d: d.heads.w1.t()).to(dtype), b1=stack(lambda d: d.heads.b1[None]).to(dtype),
+            w2=stack(lambda d: (d.heads.w2 * d.heads.w2_mask).t()).to(dtype),
+            b2=stack(lambda d: d.heads.b2[None]).to(dtype), dtype=dtype,
+            canonical=torch.cat([canonical[k] for k in heads.names], 1),
+            coef=None if c_move == c_rest == 1.0 else coef.to(device),
+            embedding=p["embedding"][None].expand(2, -1, -1), names=heads.names, split=[heads.sizes[k] for k in heads.names],
+            scales=torch.exp(p["scales"]), quats=p["quats"], opacity=torch.sigmoid(p["opacities"]), sh=sh,
+        )
+
+    def inference_gaussians(self, t: float | Tensor, camera: int | None = None) -> Gaussians:
+        """`gaussians_at(t, camera)` of a frozen expert (autograd off): the time features of
+        both decoders from one weighted sum over their folded tables (`sample_rows`' linear
+        interpolation and reflection as hat weights, no indexing), both decoders as batched
+        products [2,N,·], one addition onto the packed canonical tensors. No host
+        synchronisation. Equal to the training path up to float rounding."""
+        s = self.inference_state()
+        u = torch.remainder(self.time_for(t, camera), 2.0)
+        u = torch.where(u > 1.0, 2.0 - u, u)
+        weights = torch.relu(1.0 - (u * s["scale"] - s["nodes"]).abs())  # [R_c + R_f]
+        h_t = torch.stack([part.sum(0) for part in (weights[:, None] * s["table"]).split(s["sizes"])])[:, None]
+        hidden = torch.baddbmm(h_t, s["embedding"], s["trunk_g"])  # [2,N,W]
+        for w, b in s["rest"]:
+            hidden = torch.baddbmm(b, torch.relu(hidden), w)
+        x = torch.relu(hidden).to(s["dtype"])
+        a = torch.relu(torch.baddbmm(s["b1"], x, s["w1"]))
+        out = torch.baddbmm(s["b2"], a, s["w2"]).float().sum(0)  # coarse + fine [N, Σk]
+        g = s["canonical"] + out if s["coef"] is None else torch.addcmul(s["canonical"], s["coef"], out)
+        d = dict(zip(s["names"], g.split(s["split"], dim=1), strict=True))
+        sh = d["dsh"].view(s["sh"].shape) if "dsh" in d else s["sh"]
+        return Gaussians(means=d["dx"], quats=d.get("dr", s["quats"]),
+                         scales=torch.exp(d["ds"]) if "ds" in d else s["scales"],
+                         opacities=torch.sigmoid(d["do"][:, 0]) if "do" in d else s["opacity"],
                          sh=sh, sh_degree=self.active_sh_degree)
 
     @torch.no_grad()

@@ -177,6 +177,36 @@ def readjust_temporal(centers: Tensor, log_widths: Tensor, window: float, interv
     return centers.clamp(0.2 * interval, window - 0.2 * interval), new + math.log(interval)
 
 
+# Catmull-Rom weights of the keyframes y_{k-1}, y_k, y_{k+1}, y_{k+2}: [1, u, u², u³] @ CATMULL_ROM
+# is `hermite_interpolate`'s h00·y_k + h10·m0 + h01·y_{k+1} + h11·m1 regrouped by keyframe
+CATMULL_ROM = ((0.0, 1.0, 0.0, 0.0), (-0.5, 0.0, 0.5, 0.0), (1.0, -2.5, 2.0, -0.5), (-0.5, 1.5, -1.5, 0.5))
+
+
+def padded_keyframes(keyframes: Tensor) -> Tensor:
+    """Keyframes [N,K,D] with the linear extrapolations `hermite_interpolate` uses at the ends
+    (y_{-1} = 2y_0 - y_1, y_K = 2y_{K-1} - y_{K-2}) added, laid out keyframe-major: [K+2,N,D]."""
+    first = 2 * keyframes[:, 0] - keyframes[:, 1]
+    last = 2 * keyframes[:, -1] - keyframes[:, -2]
+    return torch.cat([first[None], keyframes.transpose(0, 1), last[None]]).contiguous()
+
+
+def slerp_tables(kf_rot: Tensor, eps: float = 1e-4) -> Tensor:
+    """Per segment between keyframes k and k+1 the time-invariant parts of `slerp`, so that
+    q(u) = normalise(cos(uω)·q0 + β(u)·v) with β = sin(uω) (v = (q1 - cos ω·q0) / sin ω,
+    the same function by sin((1-u)ω) = sin ω cos(uω) - cos ω sin(uω)) or, where the two
+    nearly coincide, β = u (ω = 0, v = q1 - q0: normalised lerp, as `slerp`).
+    kf_rot [N,K,4] -> [K-1,N,10]: q0 [4], v [4], ω, near flag (1.0 / 0.0)."""
+    q = F.normalize(kf_rot, dim=-1).transpose(0, 1)  # [K,N,4]
+    q0, q1 = q[:-1], q[1:]
+    dot = (q0 * q1).sum(-1, keepdim=True)
+    q1 = torch.where(dot < 0, -q1, q1)
+    dot = dot.abs().clamp(max=1 - eps)
+    omega = torch.acos(dot)
+    near = dot > 1 - 10 * eps
+    v = torch.where(near, q1 - q0, (q1 - dot * q0) / torch.sin(omega))
+    return torch.cat([q0, v, torch.where(near, 0.0, omega), near.to(q0.dtype)], -1).contiguous()
+
+
 def normalised_displacement(drift: Tensor, means: Tensor, camera_center: Tensor) -> Tensor:
     """Ex4DGS's motion score: ‖d‖ / ‖x - c‖², divided by its maximum. [M,3] x2, [3] -> [M]."""
     score = drift.norm(dim=-1) / ((means - camera_center).square().sum(-1) + 1e-6)
@@ -272,6 +302,7 @@ class Ex4DGSConfig:
     # `readjust_temporal` every N steps before densify.stop - 3000 (train.py: densification_interval x 4;
     # Technicolor 1000); 0 = never
     temporal_readjust_every: NonNegativeInt = 1200
+    readjust_stop_margin: NonNegativeInt = 3000  # readjusting stops this many steps before densify.stop (train.py)
     compat_far_centre: bool = False  # the original's early-side distance (see `temporal_opacity`)
     static_reg: NonNegativeFloat = 1e-4  # · mean log(‖d‖ + 1e-3) over static Gaussians
     motion_reg: NonNegativeFloat = 1e-4  # · mean ‖x_k0 - x_k‖ over dynamic Gaussians
@@ -403,6 +434,8 @@ class Ex4DGSExpert(Expert):
         return means, quats, dynamic
 
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
+        if self.uses_inference_path():
+            return self.inference_gaussians(t)
         p = self.params
         tau = self.frame_time(t)
         means, quats, dynamic = self._positions_rotations(tau)
@@ -411,6 +444,61 @@ class Ex4DGSExpert(Expert):
         opacities = torch.sigmoid(p["opacities"]) * torch.where(dynamic, temporal, torch.ones_like(temporal))
         return Gaussians(means=means, quats=quats, scales=torch.exp(p["scales"]), opacities=opacities,
                          sh=torch.cat([p["sh0"], p["shN"]], 1), sh_degree=self.active_sh_degree)
+
+    # -- inference ------------------------------------------------------------------------------
+    def inference_key(self) -> tuple:
+        return (*super().inference_key(), self.num_frames)
+
+    def build_inference_state(self) -> dict[str, Tensor]:
+        """Time-invariant parts of `gaussians_at`: the dynamic rows' indices, their padded
+        keyframe table [K+2,M,3], slerp tables [K-1,M,10], temporal widths and centres, and the
+        activated static tensors. The only host synchronisation (the dynamic row count) is here."""
+        p, c = self.params, self.config
+        rows = torch.nonzero(p["is_dynamic"] > 0.5).squeeze(1)
+        opacity = torch.sigmoid(p["opacities"])
+        centers = p["t_center"][rows]
+        lo, hi = centers.min(dim=1).values, centers.max(dim=1).values
+        return dict(
+            rows=rows, means=p["means"], drift=p["drift"], quats=p["quats"], opacity=opacity,
+            scales=torch.exp(p["scales"]), sh=torch.cat([p["sh0"], p["shN"]], 1),
+            positions=padded_keyframes(p["kf_pos"][rows]), rotations=slerp_tables(p["kf_rot"][rows]),
+            # [M,2]: relu(edge + sign·τ) is the distance before the early / after the late centre
+            edges=torch.stack([hi if c.compat_far_centre else lo, -hi], 1), lo=lo,
+            sigma=torch.exp(p["t_width"][rows].clamp(max=MAX_LOG_WIDTH)) + c.temporal_min_width,
+            dyn_opacity=opacity[rows], signs=torch.tensor([-1.0, 1.0], device=rows.device),
+            powers=torch.arange(4, dtype=opacity.dtype, device=rows.device),
+            basis=torch.tensor(CATMULL_ROM, dtype=opacity.dtype, device=rows.device),
+            offsets=torch.arange(4, device=rows.device),
+        )
+
+    def inference_gaussians(self, t: float | Tensor) -> Gaussians:
+        """`gaussians_at(t)` of a frozen expert (autograd off): static rows by one fused
+        multiply-add; dynamic rows from the cached tables (one gather per table, Catmull-Rom as
+        a weighted sum of four keyframes, slerp from its trigonometric form) written into the
+        static result by index. No host synchronisation. Equal to the training path up to
+        float rounding."""
+        s, c = self.inference_state(), self.config
+        tau = self.frame_time(t)
+        means = torch.addcmul(s["means"], s["drift"], tau / self.num_frames)
+        quats, opacities = s["quats"], s["opacity"]
+        rows = s["rows"]
+        if rows.numel():
+            k, u = _segment(tau, c.keyframe_interval, self.num_keyframes)
+            weights = (u.pow(s["powers"])[:, None] * s["basis"]).sum(0)  # [4]
+            window = s["positions"].index_select(0, k + s["offsets"])  # [4,M,3] (padded: k-1..k+2)
+            means = means.index_copy(0, rows, (window * weights[:, None, None]).sum(0))
+            seg = s["rotations"].index_select(0, k.reshape(1))[0]  # [M,10]
+            angle = seg[:, 8:9] * u
+            beta = torch.where(seg[:, 9:10] > 0.5, u, torch.sin(angle))
+            rot = torch.addcmul(seg[:, 0:4] * torch.cos(angle), seg[:, 4:8], beta)
+            quats = quats.index_copy(0, rows, F.normalize(rot, dim=-1))
+            gap = torch.addcmul(s["edges"], s["signs"], tau)  # [M,2]: early edge - τ, τ - late centre
+            if c.compat_far_centre:  # the early distance counts only before the early centre
+                gap = torch.stack([torch.where(tau < s["lo"], gap[:, 0], 0.0), gap[:, 1]], 1)
+            temporal = (gap.relu_() / s["sigma"]).square_().sum(-1).neg_().exp_()
+            opacities = opacities.index_copy(0, rows, temporal.mul_(s["dyn_opacity"]))
+        return Gaussians(means=means, quats=quats, scales=s["scales"], opacities=opacities,
+                         sh=s["sh"], sh_degree=self.active_sh_degree)
 
     @torch.no_grad()
     def trajectories(self, times: Tensor, ids: Tensor | None = None) -> Tensor:
@@ -525,10 +613,11 @@ class Ex4DGSExpert(Expert):
         self._convert_if_due(step, ctx)
 
     def readjust_due(self, step: int) -> bool:
-        """Every `temporal_readjust_every` steps until 3000 before densification stops (train.py)."""
+        """Every `temporal_readjust_every` steps until `readjust_stop_margin` (3000) steps
+        before densification stops (train.py)."""
         c = self.config
         every = c.temporal_readjust_every
-        return every > 0 and step > 0 and step % every == 0 and step < c.train.densify.stop - 3000
+        return every > 0 and step > 0 and step % every == 0 and step < c.train.densify.stop - c.readjust_stop_margin
 
     @torch.no_grad()
     def readjust_temporal_windows(self, optimizers: dict, window: int) -> None:
@@ -617,5 +706,5 @@ class Ex4DGSExpert(Expert):
 
 
 __all__ = ["Ex4DGSExpert", "Ex4DGSConfig", "Ex4DGSLR", "Ex4DGSStrategy", "PRESETS", "hermite_interpolate",
-           "slerp", "keyframe_rotation", "temporal_opacity", "normalised_displacement", "keyframe_count",
+           "slerp", "keyframe_rotation", "padded_keyframes", "slerp_tables", "temporal_opacity", "normalised_displacement", "keyframe_count",
            "conversion_temporal", "expand_temporal", "readjust_temporal"]

@@ -418,7 +418,63 @@ class FourDGSExpert(Expert):
 
     # -- what the rest of the toolkit sees ------------------------------------------------------
     def gaussians_at(self, t: float | Tensor = 0.0, camera: int | None = None) -> Gaussians:
+        if self.uses_inference_path():
+            return self.inference_gaussians(t)
         return self.gaussians_at_times([t])[0]
+
+    # -- inference ------------------------------------------------------------------------------
+    def inference_key(self) -> tuple:
+        return (*super().inference_key(), self.fine)
+
+    def build_inference_state(self) -> dict:
+        """Time-invariant parts of `gaussians_at`: every level's product of spatial planes at
+        the canonical positions [N,F], the positions as 1-D sampling grids [3,1,N,2] for the
+        time planes, the heads' weights at their precision, and the canonical tensors packed
+        in head order [N, Σk] (one addition applies every deformation)."""
+        p, f = self.params, self.field
+        sh = torch.cat([p["sh0"], p["shN"]], 1)
+        state = dict(means=p["means"], quats=p["quats"], scales=torch.exp(p["scales"]),
+                     opacity=torch.sigmoid(p["opacities"]), sh=sh)
+        if not self.fine:
+            return state
+        xyz = self.normalise(p["means"])
+        pairs = [(a, b) for _, a, b in PLANES if b != 3]
+        spatial = [_product(_sample_planes([f.planes[f"l{level}_{name}"] for name, _, b in PLANES if b != 3],
+                                           xyz, pairs)) for level in range(f.levels)]
+        grid = torch.stack([xyz.t(), torch.zeros_like(xyz.t())], -1)[:, None]  # [3,1,N,2]: (axis coordinate, 0)
+        heads, dtype = self.mlp.heads, self.mlp_dtype
+        canonical = {"dx": p["means"], "ds": p["scales"], "dr": p["quats"], "do": p["opacities"][:, None],
+                     "dsh": sh.flatten(1)}
+        time_planes = [torch.cat([f.planes[f"l{level}_{name}"] for name, _, b in PLANES if b == 3])
+                       for level in range(f.levels)]  # [3,F,R_t,R_a] per level
+        return dict(state, spatial=spatial, grid=grid, time_planes=time_planes,
+                    trunk_w=self.mlp.trunk.weight, trunk_b=self.mlp.trunk.bias, dtype=dtype,
+                    w1=heads.w1.to(dtype), b1=heads.b1.to(dtype), w2=(heads.w2 * heads.w2_mask).to(dtype),
+                    b2=heads.b2.to(dtype), canonical=torch.cat([canonical[k] for k in heads.names], 1),
+                    names=heads.names, split=[heads.sizes[k] for k in heads.names])
+
+    def inference_gaussians(self, t: float | Tensor) -> Gaussians:
+        """`gaussians_at(t)` of a frozen expert (autograd off): per level the time planes
+        interpolated to t ([3,F,R_a], one product), looked up at the cached positions by one
+        1-D grid_sample and multiplied with the cached spatial product; the MLP on that; one
+        addition onto the packed canonical tensors. Equal to the training path up to float
+        rounding."""
+        s = self.inference_state()
+        if not self.fine:
+            return Gaussians(means=s["means"], quats=s["quats"], scales=s["scales"], opacities=s["opacity"],
+                             sh=s["sh"], sh_degree=self.active_sh_degree)
+        tc = self.time_coordinate(t).reshape(1)
+        feats = []
+        for spatial, planes in zip(s["spatial"], s["time_planes"], strict=True):
+            rows = torch.einsum("t,pfta->pfa", hat_weights(tc, planes.shape[2])[0], planes)[:, :, None]  # [3,F,1,R_a]
+            temporal = F.grid_sample(rows, s["grid"], mode="bilinear", padding_mode="border", align_corners=True)
+            feats.append(spatial * temporal[:, :, 0].prod(0).t())  # [N,F]
+        hidden = torch.addmm(s["trunk_b"], torch.cat(feats, -1), s["trunk_w"].t())
+        a = torch.relu(F.linear(torch.relu(hidden).to(s["dtype"]), s["w1"], s["b1"]))
+        g = s["canonical"] + F.linear(a, s["w2"], s["b2"]).float()
+        d = dict(zip(s["names"], g.split(s["split"], dim=1), strict=True))
+        return Gaussians(means=d["dx"], quats=d["dr"], scales=torch.exp(d["ds"]), opacities=torch.sigmoid(d["do"][:, 0]),
+                         sh=d["dsh"].view(s["sh"].shape), sh_degree=self.active_sh_degree)
 
     def gaussians_at_times(self, times, cameras=None) -> list[Gaussians]:
         """The Gaussians at each time of `times`: one field query (spatial planes once) and

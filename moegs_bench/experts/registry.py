@@ -14,7 +14,7 @@ EXPERTS: dict[str, type] = {}
 
 # the modules of this package that hold shared pieces, not experts; every other module
 # defines (and registers) experts, so a new expert is one new file
-_NOT_EXPERTS = {"base", "common", "heads", "registry", "segments", "views"}
+_NOT_EXPERTS = {"base", "budget", "common", "heads", "registry", "segments", "views"}
 
 
 def register_expert(cls):

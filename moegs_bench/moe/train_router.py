@@ -44,10 +44,13 @@ def make_optimizer(router: Router) -> torch.optim.Optimizer:
 
 
 def train_router(router: Router, pool: ExpertPool, cfg: RouterConfig, *, seed: int = 0,
-                 progress: Progress | None = None, split: str = "train") -> RouterTrainResult:
+                 progress: Progress | None = None, split: str = "train",
+                 start_step: int = 0) -> RouterTrainResult:
     """Train `router` for cfg.iterations steps on the pool's scene (views of `split`).
 
     Only the router's parameters are optimised: the experts are frozen by the pool.
+    start_step: learning rates are those of steps start_step.. (fine-tuning a trained router
+    continues its schedules instead of restarting them).
     """
     data = pool.data
     views = data.splits[split]
@@ -60,7 +63,7 @@ def train_router(router: Router, pool: ExpertPool, cfg: RouterConfig, *, seed: i
     t0 = time.perf_counter()
     step = 0
     for step in range(cfg.iterations):
-        for group, lr in zip(opt.param_groups, _rates(router, step, opt), strict=True):
+        for group, lr in zip(opt.param_groups, _rates(router, start_step + step, opt), strict=True):
             group["lr"] = lr
         idx = sampler.next(len(data.times))
         out = router(pool, int(views.cams[idx[0]]), int(views.frames[idx[0]]), cfg.temperature)

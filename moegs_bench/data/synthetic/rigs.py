@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -29,7 +30,9 @@ class SizeSpec:
     width x height: image size of every camera; frames: frames of the multi-view rigs;
     n3v_cameras: cameras on the N3V-like arc (Technicolor is always 4x4); mono_frames: frames
     of the monocular rig (every 4th trains, so it needs more); points_per_frame: GT points
-    sampled per frame; supersample: s x s RGB samples per pixel (anti-aliasing).
+    sampled per frame; supersample: s x s RGB samples per pixel (anti-aliasing); gt_views:
+    which views get ground-truth depth and label files ("all", or "test": only the test views,
+    the only ones evaluation and the analyses read, which keeps large sizes' folders small).
     """
 
     width: int
@@ -40,6 +43,7 @@ class SizeSpec:
     points_per_frame: int
     supersample: int = 2
     chunk_rays: int = 1 << 20  # rays per ray-casting batch: bounds peak memory at full size
+    gt_views: Literal["all", "test"] = "all"
 
 
 SIZES: dict[str, SizeSpec] = {
@@ -52,6 +56,12 @@ SIZES: dict[str, SizeSpec] = {
     # GPU benchmark: N3V/Technicolor-like 50-frame segments (REFERENCE.md section 3).
     "full": SizeSpec(width=960, height=720, frames=50, n3v_cameras=18, mono_frames=200,
                      points_per_frame=20000, chunk_rays=1 << 22),
+    # N3V-sized (REFERENCE.md section 3): 300 frames at the half resolution the methods train at,
+    # cam00 plus 18 training cameras (N3V scenes have 18-21); 5700 views, so one RGB sample per
+    # pixel (2x2 would cast 2.5x the rays) and depth / labels for the test views only (all views'
+    # float32 depth alone would take 31 GB)
+    "n3v": SizeSpec(width=1352, height=1014, frames=300, n3v_cameras=19, mono_frames=300,
+                    points_per_frame=5000, supersample=1, chunk_rays=1 << 22, gt_views="test"),
 }
 
 
@@ -82,7 +92,7 @@ def choose(kind: str, value: str, valid) -> str:
 
 
 def size_spec(size: str | SizeSpec) -> SizeSpec:
-    """A SizeSpec from its name (tiny, small, full) or itself."""
+    """A SizeSpec from its name (tiny, small, full, n3v) or itself."""
     if isinstance(size, SizeSpec):
         return size
     return SIZES[choose("size", size, tuple(SIZES))]

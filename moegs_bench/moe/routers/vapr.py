@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ...config import FiniteFloat, NonNegativeFloat, NonNegativeInt, PositiveFloat
@@ -58,6 +59,8 @@ class VolumeAwarePixelRouter(Router):
         return [torch.stack([w, wd, t * wt], -1) for w, wd, wt in zip(self.w, self.w_dir, self.w_time, strict=True)]
 
     def forward(self, pool: ExpertPool, cam: int, frame: int, temperature: float) -> RouterOutput:
+        if not (self.training or torch.is_grad_enabled()):  # evaluation: the fused inference path
+            return self.infer(pool, cam, frame, temperature)
         t = pool.data.times[frame]
         gs = pool.view_gaussians(cam, frame)
         self._check_sizes(gs)
@@ -69,6 +72,50 @@ class VolumeAwarePixelRouter(Router):
         k = splat.shape[0]
         rays = torch.cat([origins, dirs], -1)[None].expand(k, -1, -1, -1, -1)
         logits = splat[..., 0] + self.phi(torch.cat([splat[..., 1:3], rays], -1))[..., 0]
+        gates = softmax_gates(logits, temperature)
+        return RouterOutput(blend(views.images, gates), gates, blend_depth(views.outputs, gates))
+
+    def inference_channels(self, t: Tensor) -> list[Tensor]:
+        """`router_channels(t)` with autograd off: [w, w_dir, 0] and [0, 0, w_time] are kept
+        (rebuilt when a weight changes), so each expert's channels are one multiply-add."""
+        key = tuple((p.data_ptr(), p._version) for p in (*self.w, *self.w_dir, *self.w_time))
+        if getattr(self, "_channels", (None,))[0] != key:
+            zeros = [torch.zeros_like(w) for w in self.w]
+            self._channels = (key, [(torch.stack([w, wd, z], -1), torch.stack([z, z, wt], -1))
+                                    for w, wd, wt, z in zip(self.w, self.w_dir, self.w_time, zeros, strict=True)])
+        return [torch.addcmul(base, timed, t) for base, timed in self._channels[1]]
+
+    @torch.no_grad()
+    def infer(self, pool: ExpertPool, cam: int, frame: int, temperature: float) -> RouterOutput:
+        """`forward` for inference (`forward` comes here in eval mode with autograd off):
+        `render_views` then `mix`. Equal to the training forward up to float rounding."""
+        return self.mix(self.render_views(pool, cam, frame), temperature)
+
+    @torch.no_grad()
+    def render_views(self, pool: ExpertPool, cam: int, frame: int):
+        """Every expert's render of view (cam, frame) with this router's channels (`ExpertViews`)."""
+        t = pool.data.times[frame]
+        gs = pool.view_gaussians(cam, frame)
+        self._check_sizes(gs)
+        ones = torch.ones(3, device=t.device)
+        return pool.render_view(cam, frame, extras=self.inference_channels(t), extras_background=ones,
+                                gaussians=gs, background=self.expert_background(t.device))
+
+    @torch.no_grad()
+    def mix(self, views, temperature: float) -> RouterOutput:
+        """Φ, gates and blends from the experts' renders (`ExpertViews` with the router's
+        channels). Φ's first layer is split into its splatted-channel part, applied to the
+        [K,C,H,W,3] splat by a weight whose w column is zero, and its ray part, computed once
+        for all experts (the origin is one point per camera); no concatenation is built."""
+        splat = torch.stack([o.extras for o in views.outputs])  # [K,C,H,W,3]
+        height, width = splat.shape[2:4]
+        origins, dirs = pixel_rays(views.viewmats, views.Ks, width, height)
+        w1, w2, w3 = self.phi[0].weight, self.phi[2].weight, self.phi[4].weight  # [6,8], [3,6], [1,3]
+        # Φ's input is [w_dir, w_time, origin, direction]
+        rays = F.linear(dirs, w1[:, 5:8]) + F.linear(origins[:, 0, 0], w1[:, 2:5])[:, None, None]  # [C,H,W,6]
+        splat_w1 = F.pad(w1[:, 0:2], (1, 0))  # [6,3]: the w channel enters the logit directly
+        hidden = torch.relu(F.linear(splat, splat_w1) + rays)  # [K,C,H,W,6]
+        logits = splat[..., 0] + F.linear(torch.relu(F.linear(hidden, w2)), w3)[..., 0]
         gates = softmax_gates(logits, temperature)
         return RouterOutput(blend(views.images, gates), gates, blend_depth(views.outputs, gates))
 

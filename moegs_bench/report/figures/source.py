@@ -20,6 +20,7 @@ from ...bench.store import (
     CONFIG_FILE,
     PER_IMAGE_FILE,
     content_key,
+    key_code,
     notes,
     results,
     scene_fingerprint,
@@ -163,10 +164,10 @@ class StoreView:
 
 
 def _key_matches(record: dict, scene_fp: str) -> bool:
-    """Whether a run's stored key is its config's key on this scene (its code fingerprint is
-    the recorded code version without the git suffix)."""
+    """Whether a run's stored key is its config's key on this scene (with the code fingerprint
+    the record says its key covers: `key_code`)."""
     try:
-        code = str(record["code_version"]).partition(".git.")[0]
+        code = key_code(record)
         return content_key(record["config"], scene_fp, code) == record.get("key")
     except (KeyError, TypeError, MoegsError):
         return False

@@ -24,12 +24,15 @@ def _expert_methods() -> set[str]:
     return set(available_experts())
 
 
-def _mixture_methods() -> set[str]:
+def _mixture_methods(present=()) -> set[str]:
+    """Stage-2 methods: baselines, routers, the fused model, and the pruned mixtures among `present`."""
     from ...moe.baselines import BASELINES
+    from ...moe.prune import is_pruned_method
     from ...moe.responsibility import METHOD as FUSED
     from ...moe.routers import ROUTERS, router_names
 
-    return set(BASELINES) | {ROUTERS[n].method() for n in router_names()} | {FUSED}
+    pruned = {m for m in present if is_pruned_method(m)}
+    return set(BASELINES) | {ROUTERS[n].method() for n in router_names()} | {FUSED} | pruned
 
 
 def _run_table(df: pd.DataFrame, methods: set[str], columns: Mapping[str, str], table: str,
@@ -82,11 +85,12 @@ def mixture_table(df: pd.DataFrame, dataset: str | None = None, runs: Sequence[s
     """Rows: stage-2 runs (registered baselines and `moe-<router>` methods), labelled by method
     (and variant, the expert set, when several are shown), in the order of `runs`; columns:
     PSNR, SSIM, LPIPS, oracle gain share, router train s, and with `status` a `run` column."""
-    rows = df[df["method"].isin(_mixture_methods())]
+    methods = _mixture_methods(set(df["method"]) if len(df) else ())
+    rows = df[df["method"].isin(methods)]
     if runs is not None:
         rows = rows[rows["run_dir"].isin(list(runs))]
     several_sets = rows["variant"].nunique() > 1
-    out = _run_table(df, _mixture_methods(), MIXTURE_COLUMNS, "mixture", dataset, runs, status, notes, several_sets)
+    out = _run_table(df, methods, MIXTURE_COLUMNS, "mixture", dataset, runs, status, notes, several_sets)
     # baselines are not trained: their router-training cell is empty, not zero
     for label in out.index:
         if not label.startswith("moe-"):
