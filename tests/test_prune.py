@@ -245,9 +245,12 @@ def test_select_keep_shares_one_threshold_over_experts():
 @pytest.mark.parametrize("name", sorted(available_experts()))
 def test_keep_rows_prunes_every_expert(data, name):
     """Catches: a per-Gaussian tensor of some expert left at its old length (or a shared one
-    cut), so that the pruned expert's Gaussians are not the original's surviving ones."""
-    cfg = expert_config(name, "tiny")
+    cut), so that the pruned expert's Gaussians are not the original's surviving ones; and an
+    expert whose caches cannot be copied (E-D3DGS's sparse neighbour graph, built here)."""
+    overrides = {"smooth_coef": 0.001, "knn": 4} if name == "ed3dgs" else {}
+    cfg = expert_config(name, "tiny", overrides)
     expert = get_expert(name).from_scene(data, cfg, torch.Generator().manual_seed(0)).eval()
+    expert.on_densify()  # the caches a trained expert carries
     n = expert.num_gaussians
     keep = torch.rand(n, generator=torch.Generator().manual_seed(1)) < 0.5
     pruned = P.keep_expert_rows(expert, keep)

@@ -327,6 +327,10 @@ class NeighbourGraph:
     sqrt_weights: Tensor
     incoming: Tensor
 
+    def __deepcopy__(self, memo) -> NeighbourGraph:
+        # torch cannot deepcopy sparse CSR tensors (no storage); a clone is the same copy
+        return NeighbourGraph(self.neighbours.clone(), self.sqrt_weights.clone(), self.incoming.clone())
+
 
 def neighbour_graph(neighbours: Tensor, weights: Tensor) -> NeighbourGraph:
     """neighbours [N,k] (long), weights [N,k] -> NeighbourGraph."""
