@@ -147,13 +147,24 @@ def test_scheduler_dispatches_once_skips_dependants_of_failures_and_cached_tasks
     assert "c" in out.outcomes["d"]["error"] and not out.ok and sorted(seen) == sorted("abcdef")
 
 
-def test_eta_from_finished_durations():
-    """Catches: an ETA ignoring the parallel slots or shown before any task finished."""
+def test_eta_from_finished_durations(monkeypatch):
+    """Catches: an ETA ignoring the parallel slots or shown before any task finished; GPU slots
+    numbered 0..N-1 of the machine instead of the driver's own visible devices."""
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
     assert eta_seconds([], 4, 2) is None
     assert eta_seconds([10.0, 30.0], 5, 2) == pytest.approx(60.0)
     assert eta_seconds([10.0], 3, None) == pytest.approx(10.0)
     assert gpu_slots(3, 2, 1.0) == ["0", "1", "0"] and gpu_slots(2, 0, 1.0) == [None, None]
     assert gpu_slots(2, 4, 2) == ["0,1", "2,3"]
+    # a driver limited to some GPUs hands out those (not 0..N-1 of the whole machine)
+    assert gpu_slots(2, 2, 1.0, visible="2,3") == ["2", "3"]
+    assert gpu_slots(3, 1, 0.5, visible="5") == ["5", "5", "5"]
+    assert gpu_slots(1, 4, 2, visible="4,5,6,7") == ["4,5"]
+    assert gpu_slots(2, 2, 1.0, visible="") == ["0", "1"]
+    with pytest.raises(ConfigError, match="CUDA_VISIBLE_DEVICES"):
+        gpu_slots(2, 3, 1.0, visible="0,1")
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1,3")
+    assert gpu_slots(2, 2, 1.0) == ["1", "3"]
 
 
 # -- real runs on the tiny scene -------------------------------------------------------------------

@@ -81,18 +81,26 @@ def _init_worker(slots) -> None:
             pass
 
 
-def gpu_slots(workers: int, gpus: int, gpus_per_task: float) -> list[str | None]:
+def gpu_slots(workers: int, gpus: int, gpus_per_task: float,
+              visible: str | None = None) -> list[str | None]:
     """CUDA_VISIBLE_DEVICES of each local worker: `gpus_per_task` >= 1 gives each worker that
-    many whole GPUs, a fraction places workers round-robin on the GPUs; None without GPUs."""
+    many whole GPUs, a fraction places workers round-robin on the GPUs; None without GPUs.
+    The GPUs are the first `gpus` of the driver's own CUDA_VISIBLE_DEVICES (`visible`,
+    default the environment's), so a driver limited to GPUs 2,3 gives its workers 2 and 3."""
     if gpus <= 0:
         return [None] * workers
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES") if visible is None else visible
+    names = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    if names and len(names) < gpus:
+        raise ConfigError(f"{gpus} GPU(s) asked for but CUDA_VISIBLE_DEVICES={visible!r} names {len(names)}")
+    names = names[:gpus] if names else [str(g) for g in range(gpus)]
     if gpus_per_task >= 1:
         per = int(gpus_per_task)
         if per > gpus:
             raise ConfigError(f"gpus_per_task {per}: more than the {gpus} GPU(s) here")
-        groups = [",".join(str(g) for g in range(i, i + per)) for i in range(0, gpus - per + 1, per)]
+        groups = [",".join(names[i:i + per]) for i in range(0, gpus - per + 1, per)]
     else:
-        groups = [str(g) for g in range(gpus)]
+        groups = names
     return [groups[i % len(groups)] for i in range(workers)]
 
 
