@@ -18,6 +18,7 @@ Progress = Callable[..., None]
 ProgressFactory = Callable[[str], Progress]
 
 REFRESH_SECONDS = 0.2  # rich's own refresh thread slows CPU-bound torch work several-fold
+LINE_SECONDS = 30.0  # without a terminal: one plain line per task at most this often
 
 
 def task(factory: ProgressFactory | None, name: str) -> Progress | None:
@@ -48,10 +49,41 @@ def _info_text(info: dict | None) -> str:
     return " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in (info or {}).items())
 
 
+def line_progress(write: Callable[[str], None], every_s: float = LINE_SECONDS,
+                  clock: Callable[[], float] = time.monotonic) -> ProgressFactory:
+    """A ProgressFactory for logs and pipes: each task writes `name: done/total (pct),
+    elapsed, info` through `write` when it starts, at most every `every_s` seconds, and when
+    it finishes, so a long run in a log shows that it is alive and how far it is."""
+    lock = threading.Lock()
+
+    def factory(name: str) -> Progress:
+        state = {"start": None, "last": None}
+
+        def update(done: int, total: int, info: dict | None = None) -> None:
+            now = clock()
+            with lock:
+                if state["start"] is None:
+                    state["start"] = now
+                first = state["last"] is None
+                finished = total > 0 and done >= total
+                if not (first or finished or now - state["last"] >= every_s):
+                    return
+                state["last"] = now
+            pct = f" ({100.0 * done / total:.0f}%)" if total > 0 else ""
+            extra = _info_text(info)
+            write(f"{name}: {done}/{total}{pct}, {now - state['start']:.0f} s" + (f", {extra}" if extra else ""))
+
+        return update
+
+    return factory
+
+
 @contextmanager
 def rich_progress() -> Iterator[ProgressFactory]:
     """A rich progress display (one bar per task) for the command line; yields a
-    ProgressFactory. Redrawn by the reporting calls, at most every REFRESH_SECONDS."""
+    ProgressFactory. Redrawn by the reporting calls, at most every REFRESH_SECONDS. Where
+    the output is not a terminal (a log, a pipe), plain lines instead (`line_progress`)."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -63,9 +95,13 @@ def rich_progress() -> Iterator[ProgressFactory]:
         Progress as RichProgress,
     )
 
+    console = Console()
+    if not console.is_terminal:
+        yield line_progress(lambda text: print(text, flush=True))
+        return
     with RichProgress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                       TimeElapsedColumn(), TimeRemainingColumn(), TextColumn("{task.fields[info]}"),
-                      auto_refresh=False) as bar:
+                      auto_refresh=False, console=console) as bar:
         lock = threading.Lock()
         last = [0.0]
 
@@ -87,4 +123,4 @@ def rich_progress() -> Iterator[ProgressFactory]:
         yield factory
 
 
-__all__ = ["Progress", "ProgressFactory", "Tally", "task", "rich_progress"]
+__all__ = ["Progress", "ProgressFactory", "Tally", "task", "line_progress", "rich_progress"]
