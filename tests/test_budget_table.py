@@ -65,3 +65,28 @@ def test_without_budget_runs_the_error_says_how():
         build_table("budget", rows(budgets=(1.0,)))
     with pytest.raises(ConfigError, match="paper"):
         build_table("budget", rows(), paper="maybe")
+
+
+def test_methods_only_at_full_budget_are_left_out_unless_asked_for():
+    """Catches: a store shared with other studies (an N=2 mixture, pruned mixtures, trained at
+    100% only) filling Table 6 with columns that have one cell."""
+    extra = pd.DataFrame([{"dataset": "synthetic", "scene": s, "method": m, "variant": v, "seed": seed,
+                           "metric": "psnr", "value": 31.0}
+                          for s in ("a", "b") for seed in (0, 1)
+                          for m, v in (("moe-vapr", "ex4dgs+stg"), ("moe-vapr-p55", SET), ("ex4dgs", "default"))])
+    df = pd.concat([rows(), extra], ignore_index=True)
+    t = build_table("budget", df)
+    assert list(t.columns) == ["ed3dgs", "stg", MOE]
+    assert any("100% only: ex4dgs, moe-vapr (ex4dgs+stg), moe-vapr-p55" in n for n in t.attrs["footnotes"])
+    asked = build_table("budget", df, methods=["stg", "ex4dgs"])
+    assert list(asked.columns) == ["stg", "ex4dgs"] and asked.loc["100%", "ex4dgs"] == pytest.approx(31.0)
+
+
+def test_seeds_run_at_full_budget_only_are_left_out():
+    """Catches: a seed study in the same store pulling the 100% row towards other seeds than
+    the reduced budgets were trained with."""
+    df = rows(seeds=(0, 1))
+    seed5 = df[(df.variant.isin(["default", SET])) & (df.seed == 0)].assign(seed=5, value=0.0)
+    t = build_table("budget", pd.concat([df, seed5], ignore_index=True))
+    assert t.loc["100%", "ed3dgs"] == pytest.approx(40.75)  # seed 5's zeros are not averaged in
+    assert any("Seed(s) 5 left out" in n for n in t.attrs["footnotes"])

@@ -89,6 +89,15 @@ def test_errors_name_the_problem():
     with pytest.raises(ConfigError, match="no moe-pixel runs"):
         build_table("seeds", df, mixture="moe-pixel")
     two = pd.concat([df, df[df.method == "moe-vapr"].assign(variant="ex4dgs+stg")])
-    with pytest.raises(ConfigError, match="several expert sets"):
-        build_table("seeds", two)
+    with pytest.raises(ConfigError, match="several expert sets with 3 seed"):
+        build_table("seeds", two)  # as many seeds each: no way to tell which is the study
     assert "ed3dgs" not in build_table("seeds", two, variant="ex4dgs+stg").index
+
+
+def test_the_expert_set_with_most_seeds_is_the_default():
+    """Catches: a store shared with other studies (an N=2 mixture of seed 0 beside the seed
+    study) making the table fail, or picking the one-seed set."""
+    df = rows()
+    other = df[(df.method == "moe-vapr") & (df.seed == 0)].assign(variant="ex4dgs+stg")
+    t = build_table("seeds", pd.concat([df, other]))
+    assert "ed3dgs" in t.index and t.loc["moe-vapr (ed3dgs+ex4dgs+stg)", "seeds"] == 3

@@ -56,7 +56,8 @@ def budget_table(
     """Rows: budgets, largest first ("100%", "50%", ...), each followed on N3V by the paper's
     row "<budget> (paper)"; columns: method labels (experts, then mixtures); values: `metric`
     averaged over scenes (a cell is NaN unless every scene has a run) of the mean over seeds.
-    methods: method names or labels to show (default: every expert and mixture);
+    methods: method names or labels to show (default: every expert and mixture with a run at a
+    reduced budget);
     paper: True (paper rows on N3V), False, or "always" (beside results of any dataset)."""
     if paper not in (True, False, "always"):
         raise ConfigError(f"table budget: paper must be true, false or 'always'; got {paper!r}")
@@ -66,7 +67,16 @@ def budget_table(
     if not len(rows) or not (rows["budget"] < 1).any():
         raise ConfigError("table budget: no runs at a reduced budget (moegs-bench run --budget 0.5)")
     rows = rows.assign(label=[run_label(str(m), str(b)) for m, b in zip(rows["method"], rows["base"], strict=True)])
+    # seeds of the budget study only: a seed study sharing the store adds seeds at 100% alone
+    study_seeds = set(rows.loc[rows["budget"] < 1, "seed"])
+    other_seeds = sorted(set(rows["seed"]) - study_seeds)
+    rows = rows[rows["seed"].isin(study_seeds)]
     labels = _columns(rows, methods)
+    full_only = []
+    if methods is None:  # a method stored only at 100% (another study in the store) says nothing here
+        reduced = set(rows.loc[rows["budget"] < 1, "label"])
+        full_only = [lab for lab in labels if lab not in reduced]
+        labels = [lab for lab in labels if lab in reduced]
     scene_list = ordered(rows["scene"], scenes, "scenes", "budget")
     rows = rows[rows["label"].isin(labels) & rows["scene"].isin(scene_list)]
     budgets = sorted(set(rows["budget"]), reverse=True)
@@ -88,6 +98,11 @@ def budget_table(
                  "a mixture's row mixes the experts of the same budget."]
     if gaps:
         footnotes.append(f"{gaps} cell(s) left blank: runs for only some of the scenes.")
+    if other_seeds:
+        footnotes.append(f"Seed(s) {', '.join(map(str, other_seeds))} left out: run at 100% only (the budget "
+                         f"study's seeds: {', '.join(map(str, sorted(study_seeds)))}).")
+    if full_only:
+        footnotes.append(f"Not shown, stored at 100% only: {', '.join(full_only)} (name them in methods to show them).")
     present = rows["dataset"].astype(str).unique()
     ds = dataset if dataset is not None else (str(present[0]) if len(present) == 1 else None)
     if paper == "always" or (paper and ds == PAPER_DATASET):

@@ -32,18 +32,22 @@ def _label_run(label: str) -> tuple[str, str]:
 
 
 def _pick_variant(rows: pd.DataFrame, mixture: str, variant: str | None) -> str:
-    """The mixture's expert set: `variant`, else the only one stored (full budget)."""
-    present = sorted(set(rows.loc[rows["method"] == mixture, "variant"]))
+    """The mixture's expert set: `variant`, else the one stored with the most seeds (full
+    budget): a store shared with other studies holds other sets of one seed beside it."""
+    mix = rows[rows["method"] == mixture]
+    present = sorted(set(mix["variant"]))
     if not present:
         raise ConfigError(f"table seeds: no {mixture} runs (moegs-bench run --router ... --seed k, for several k)")
     if variant is not None:
         if variant not in present:
             raise ConfigError(f"table seeds: no {mixture} runs of expert set {variant!r}; present: {', '.join(present)}")
         return variant
-    if len(present) > 1:
-        raise ConfigError(f"table seeds: {mixture} has several expert sets ({', '.join(present)}); choose one "
-                          "with variant=")
-    return present[0]
+    seeds = mix.groupby("variant")["seed"].nunique()
+    most = [v for v in present if seeds[v] == seeds.max()]
+    if len(most) > 1:
+        raise ConfigError(f"table seeds: {mixture} has several expert sets with {seeds.max()} seed(s) "
+                          f"({', '.join(most)}); choose one with variant=")
+    return most[0]
 
 
 @register_table("seeds", "Min / max / mean PSNR over seeds and the mixture's paired gain (paper Table 12)")
@@ -56,7 +60,7 @@ def seeds_table(
     scenes: Sequence[str] | None = None,
     paper: bool | str = True,
 ) -> pd.DataFrame:
-    """Rows: the experts of `mixture`'s expert set `variant` (default: the only one stored), the
+    """Rows: the experts of `mixture`'s expert set `variant` (default: the one with most seeds), the
     mixture, and "<mixture> − best expert (paired)"; columns "<metric> min/max/mean/std" over
     seeds and "seeds" (how many). A seed's value is the mean over scenes (only seeds with every
     scene count); the gain of seed s is, averaged over scenes, the mixture's value minus the best
