@@ -1,6 +1,7 @@
 """Benchmark: one-shot pruning of a stored VAPR mixture by different per-Gaussian scores, no
-fine-tuning: the gate importance (Eq. 10), the authors' sigmoid(w) rule, random scores and
-opacity at t = 0. Prints the test PSNR of each at each ratio.
+fine-tuning: the gate importance (Eq. 10), its maximum over the views (rule importance-max),
+the authors' sigmoid(w) rule, random scores and opacity at t = 0. Prints, for each at each
+ratio, the test PSNR, the fast-motion regime's PSNR and the Gaussians each expert keeps.
 
     moegs-bench run --scene mixed --size tiny --experts 2 --router vapr --runs RUNS
     python benchmarks/prune_scores.py --runs RUNS --scene-dir RUNS/scenes/synthetic/mixed-n3v-tiny-seed0 \\
@@ -48,27 +49,33 @@ def main() -> None:
     pool = ExpertPool(experts, names, data)
     router = load_router(only("moe-vapr/*/seed0/checkpoints/router.pt", scene_runs), device)
 
-    def psnr(r, p) -> float:
-        return evaluate_views(router_renderer(r, p), data, "test").summary["psnr"]
+    def psnr(r, p) -> str:
+        summary = evaluate_views(router_renderer(r, p), data, "test").summary
+        fast = summary.get("psnr_fast")
+        return f"{summary['psnr']:.2f}" + (f" / {fast:.2f}" if fast is not None else "")
 
     total = sum(pool.sizes)
     generator = torch.Generator().manual_seed(0)
+    ids = prune.spaced_views(len(data.splits["train"]), args.views)
     scores = {
-        "gate importance (Eq. 10)": prune.gate_importance(router, pool,
-                                                          prune.spaced_views(len(data.splits["train"]), args.views)),
+        "gate importance (Eq. 10)": prune.gate_importance(router, pool, ids),
+        "gate importance, max over views": prune.gate_importance(router, pool, ids, reduce="max"),
         "sigmoid(w)": prune.sigmoid_scores(router),
         "random": [torch.rand(n, generator=generator).to(device) for n in pool.sizes],
         "opacity at t=0": [pool.gaussians(k, 0, 0).opacities for k in range(len(pool))],
     }
     ratios = [float(r) for r in args.ratios.split(",")]
-    print(f"unpruned: {psnr(router, pool):.2f} dB, {total} Gaussians; one shot, no fine-tuning")
+    print(f"unpruned: PSNR / fast regime {psnr(router, pool)} dB, Gaussians {dict(zip(names, pool.sizes, strict=True))}; "
+          "one shot, no fine-tuning")
+    print("cells: PSNR / fast-regime PSNR (dB), Gaussians kept per expert")
     print("| score | " + " | ".join(f"{r:.0%} pruned" for r in ratios) + " |")
     print("|---|" + "---|" * len(ratios))
     for name, s in scores.items():
         cells = []
         for r in ratios:
             keeps, _ = prune.select_keep(s, keep_count=total - round(r * total))
-            cells.append(f"{psnr(*prune.prune_mixture_rows(router, pool, keeps)):.2f}")
+            kept = ", ".join(str(int(k.sum())) for k in keeps)
+            cells.append(f"{psnr(*prune.prune_mixture_rows(router, pool, keeps))} ({kept})")
         print(f"| {name} | " + " | ".join(cells) + " |")
 
 

@@ -187,3 +187,20 @@ def test_pruned_methods_match_only_the_mixtures_percentages():
     methods = ["moe-vapr", "moe-vapr-p75", "moe-vapr-p55", "moe-pixel-p55", "moe-vapr-pixel", "moe-vapr-p100",
                "moe-vapr-p55x"]
     assert pruned_methods(methods, "moe-vapr") == {55: "moe-vapr-p55", 75: "moe-vapr-p75"}
+
+
+def test_rule_picks_that_rules_pruned_runs():
+    """Catches: the importance-max (or sigmoid) runs mixed into the Eq. 10 rows, or the rule
+    option ignored (the -max run's numbers must land in the full row when asked for)."""
+    runs = {**RUNS, ("moe-vapr-p55-max", SET2): 4}
+    df = frame(runs)
+    assert pruned_methods(df["method"], "moe-vapr") == {55: "moe-vapr-p55"}
+    assert pruned_methods(df["method"], "moe-vapr", "-max") == {55: "moe-vapr-p55-max"}
+    default = build_table("efficiency-ablation", df)
+    assert cell(default, ("MoE-GS (full)", f"moe-vapr-p55 ({SET2})"), "PSNR") == avg("psnr", 3)
+    top = build_table("efficiency-ablation", df, rule="importance-max")
+    assert cell(top, ("MoE-GS (full)", f"moe-vapr-p55-max ({SET2})"), "PSNR") == avg("psnr", 4)
+    t3 = build_table("efficiency", df, rule="importance-max")
+    assert [r[1] for r in t3.index if r[0].startswith("MoE-GS (55%")][0] == f"moe-vapr-p55-max ({SET2})"
+    with pytest.raises(ConfigError, match="rule"):
+        build_table("efficiency", df, rule="loudest")

@@ -129,6 +129,24 @@ def test_importance_is_the_l1_norm_of_the_gate_jacobian(data):
     assert signed_differs  # the scene tells the L1 norm from a signed sum
 
 
+def test_importance_max_is_the_largest_per_view_value(pool, router):
+    """Catches: the importance-max rule averaging (or summing) the views like Eq. 10, or taking
+    the largest value of another expert's or another view set's."""
+    views = pool.data.splits["train"]
+    ids = [0, len(views) // 2, len(views) - 1]
+    per_view = [P.view_importance(router, pool, int(views.cams[i]), int(views.frames[i]), router.cfg.eval_temp)
+                for i in ids]
+    mean = P.gate_importance(router, pool, ids)
+    top = P.gate_importance(router, pool, ids, reduce="max")
+    for k in range(len(pool)):
+        stacked = torch.stack([v[k] for v in per_view])
+        torch.testing.assert_close(top[k], stacked.amax(0), rtol=1e-6, atol=0)
+        torch.testing.assert_close(mean[k], stacked.mean(0), rtol=1e-5, atol=1e-12)
+        assert bool((top[k] > mean[k] * 1.01).any())  # the views differ: max is not the mean
+    with pytest.raises(ConfigError, match="reduce"):
+        P.gate_importance(router, pool, ids, reduce="median")
+
+
 def test_vapr_gates_match_the_routers_forward(pool, router):
     """Catches: a pixel head (Φ input order, residual on w2D, temperature) that drifted from
     the VAPR's forward, which would score Gaussians against gates the mixture never uses."""
@@ -275,6 +293,11 @@ def test_method_names_and_options():
     assert P.pruned_method("moe-vapr", P.PruneTarget("threshold", 0.02), "sigmoid") == "moe-vapr-t0.02-sigmoid"
     assert P.parse_pruned_method("moe-vapr-p75") == ("moe-vapr", P.PruneTarget("ratio", 0.75), "importance")
     assert P.parse_pruned_method("moe-vapr-t0.02-sigmoid")[1:] == (P.PruneTarget("threshold", 0.02), "sigmoid")
+    assert P.pruned_method("moe-vapr", p55, "importance-max") == "moe-vapr-p55-max"
+    assert P.parse_pruned_method("moe-vapr-p55-max") == ("moe-vapr", p55, "importance-max")
+    assert prune_settings("55", "importance-max", routers=["vapr"])[1].rule == "importance-max"
+    with pytest.raises(ConfigError, match="--prune-rule"):
+        prune_settings("55", "importance-min", routers=["vapr"])
     assert not P.is_pruned_method("moe-vapr") and not P.is_pruned_method("moe-fused")
     targets, cfg = prune_settings("55,75,t0.5", "sigmoid", 4, ["finetune_iterations=7"], ["vapr"])
     assert [t.tag for t in targets] == ["p55", "p75", "t0.5"]

@@ -92,7 +92,8 @@ class Experiment:
     distill_only: tuple[tuple[str, int, str], ...] | None = None
     # gate-aware pruning of the VAPR mixture (MoE-GS Eq. 10; bench/prune.py): "none", or targets
     # "55,75" (percent of all its Gaussians removed, methods moe-vapr-p55, ...) or "t0.02" (a
-    # threshold); rule importance (Eq. 10) or sigmoid (keep sigmoid(w) >= threshold); rounds
+    # threshold); rule importance (Eq. 10), importance-max (its max over views) or sigmoid (keep
+    # sigmoid(w) >= threshold); rounds
     # (None: moe.prune.PruneConfig's); --prune-set KEY=VALUE items for the other settings
     prune: str = "none"
     prune_rule: str = "importance"

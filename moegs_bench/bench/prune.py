@@ -1,6 +1,7 @@
 """The pruning stage: a trained VAPR mixture pruned gate-aware (MoE-GS §3.3, Eq. 10;
 `moe.prune`) to each target of `--prune`, every pruned mixture a stored method of its own
-(`moe-vapr-p55`, `moe-vapr-p75`, `moe-vapr-t0.02`, `-sigmoid` for the authors' rule) holding
+(`moe-vapr-p55`, `moe-vapr-p75`, `moe-vapr-t0.02`, `-max` for the importance-max rule, `-sigmoid` for the
+authors' rule) holding
 its pruned experts and fine-tuned router, evaluated and timed like any mixture."""
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from ..eval.perf import storage_mb
 from ..experts.segments import load_expert
 from ..io import atomic_write_json, load_torch, save_torch
 from ..moe.prune import (
+    RULES,
     PruneConfig,
     PruneResult,
     PruneTarget,
@@ -51,8 +53,8 @@ def prune_settings(spec: str, rule: str = "importance", steps: int | None = None
     if routers is not None and PRUNE_ROUTER not in routers:
         raise ConfigError(f"--prune: prunes the {PRUNE_ROUTER} mixture, which is not trained here "
                           f"(--router {PRUNE_ROUTER})")
-    if rule not in ("importance", "sigmoid"):
-        raise ConfigError(f"--prune-rule {rule}: expected importance or sigmoid")
+    if rule not in RULES:
+        raise ConfigError(f"--prune-rule {rule}: expected one of {', '.join(RULES)}")
     cfg = merge(PruneConfig(rule=rule), overrides_to_dict(list(overrides), "--prune-set"), "--prune-set")
     if steps is not None:
         if steps < 1:

@@ -151,9 +151,11 @@ def _print_table(name: str, result, runs) -> None:
               help="Gate-aware pruning of the vapr mixture (MoE-GS Eq. 10), each target its own method: "
                    "percentages of all its Gaussians removed, e.g. 55,75 (moe-vapr-p55, moe-vapr-p75), or "
                    "thresholds t<τ>, e.g. t0.02 (moe-vapr-t0.02); none.")
-@click.option("--prune-rule", default="importance", show_default=True, type=click.Choice(["importance", "sigmoid"]),
-              help="importance: Eq. 10's gate gradients; sigmoid: the authors' rule, keep if sigmoid(w) >= "
-                   "threshold (methods end in -sigmoid).")
+@click.option("--prune-rule", default="importance", show_default=True,
+              type=click.Choice(["importance", "importance-max", "sigmoid"]),
+              help="importance: Eq. 10's gate gradients averaged over the training views; importance-max: "
+                   "their maximum over the views (keeps Gaussians that matter in a few frames; methods end in "
+                   "-max); sigmoid: the authors' rule, keep if sigmoid(w) >= threshold (methods end in -sigmoid).")
 @click.option("--prune-steps", default=None, type=int,
               help="Pruning rounds towards each target, the router fine-tuned after each (default 3).")
 @click.option("--prune-set", "prune_overrides", multiple=True, metavar="KEY=VALUE",

@@ -28,7 +28,10 @@ round s the mixture keeps N0 − round(r·N0·s/steps) Gaussians, the highest-sc
 experts (one shared threshold τ_s = the lowest kept score); a target threshold τ keeps every
 Gaussian scoring ≥ τ at each round. The router is fine-tuned after every round and the scores
 are recomputed before the next. The authors' simpler rule scores by sigmoid(w_i) instead
-(keep if sigmoid(w) ≥ threshold). Removing a Gaussian removes its rows from every per-Gaussian
+(keep if sigmoid(w) ≥ threshold). Rule `importance-max` takes the maximum of E_i(v) over the
+views instead of the mean (not the paper's): under the mean, a Gaussian visible in 2 of 50
+frames scores a twenty-fifth of a persistent one of the same influence, and a shared threshold
+then strips an expert built of short-lived Gaussians (STG on fast motion) first. Removing a Gaussian removes its rows from every per-Gaussian
 tensor of its expert and from the router, so the pruned mixture renders fewer Gaussians and
 stores a smaller model.
 """
@@ -56,9 +59,12 @@ from .routers import Router
 from .routers.vapr import VolumeAwarePixelRouter
 from .train_router import train_router
 
-Rule = Literal["importance", "sigmoid"]
-# a pruned mixture's method: moe-<router>-p<percent> or -t<threshold>, -sigmoid for that rule
-PRUNED_METHOD = re.compile(r"^(?P<base>moe-[a-z0-9_]+)-(?P<kind>[pt])(?P<value>[0-9.e+-]+?)(?P<sigmoid>-sigmoid)?$")
+Rule = Literal["importance", "importance-max", "sigmoid"]
+RULES: tuple[str, ...] = ("importance", "importance-max", "sigmoid")
+RULE_SUFFIX = {"importance": "", "importance-max": "-max", "sigmoid": "-sigmoid"}
+# a pruned mixture's method: moe-<router>-p<percent> or -t<threshold>, -max / -sigmoid for those rules
+PRUNED_METHOD = re.compile(
+    r"^(?P<base>moe-[a-z0-9_]+)-(?P<kind>[pt])(?P<value>[0-9.e+-]+?)(?P<suffix>-max|-sigmoid)?$")
 
 
 @dataclass
@@ -66,7 +72,10 @@ class PruneConfig:
     """Gate-aware pruning settings (MoE-GS §3.3; the paper gives no values beyond the 55% and
     75% ratios of Table 3, so these are ours).
 
-    rule: importance (Eq. 10) or sigmoid (the authors' code: keep if sigmoid(w) >= threshold);
+    rule: importance (Eq. 10), importance-max (Eq. 10 with the maximum over the views in place
+      of the mean: our departure, for experts whose Gaussians each live a few frames, which the
+      mean over every view ranks below persistent ones) or sigmoid (the authors' code: keep if
+      sigmoid(w) >= threshold);
     steps: pruning rounds towards the target ("progressively pruned"), the router fine-tuned
       after each;
     finetune_iterations: router steps after each round (one camera per step, the router's own
@@ -109,8 +118,9 @@ class PruneTarget:
 
 
 def pruned_method(base: str, target: PruneTarget, rule: Rule = "importance") -> str:
-    """The stored method of a pruned mixture: moe-vapr-p55, moe-vapr-t0.02, moe-vapr-p55-sigmoid."""
-    return f"{base}-{target.tag}" + ("-sigmoid" if rule == "sigmoid" else "")
+    """The stored method of a pruned mixture: moe-vapr-p55, moe-vapr-t0.02, moe-vapr-p55-max,
+    moe-vapr-p55-sigmoid."""
+    return f"{base}-{target.tag}" + RULE_SUFFIX[rule]
 
 
 def is_pruned_method(method: str) -> bool:
@@ -128,7 +138,8 @@ def parse_pruned_method(method: str) -> tuple[str, PruneTarget, Rule] | None:
         target = PruneTarget("ratio", value / 100) if m["kind"] == "p" else PruneTarget("threshold", value)
     except (ValueError, ConfigError):
         return None
-    return m["base"], target, "sigmoid" if m["sigmoid"] else "importance"
+    rule = next(r for r, suffix in RULE_SUFFIX.items() if suffix == (m["suffix"] or ""))
+    return m["base"], target, rule
 
 
 def parse_targets(spec: str, option: str = "--prune") -> list[PruneTarget]:
@@ -199,10 +210,13 @@ def spaced_views(count: int, at_most: int) -> list[int]:
 
 def gate_importance(router: Router, pool: ExpertPool, view_ids: Sequence[int] | None = None,
                     split: str = "train", temperature: float | None = None,
-                    progress: Progress | None = None) -> list[Tensor]:
+                    progress: Progress | None = None, reduce: Literal["mean", "max"] = "mean") -> list[Tensor]:
     """Eq. 10: E_i [N_k] per expert, the mean over views `view_ids` of `split` (default all)
     of Σ_u Σ_c |∂G'_k(u)/∂w_ic^per| (module docstring); temperature: default the router's
-    evaluation one."""
+    evaluation one. reduce="max": the largest per-view value instead of the mean (a Gaussian
+    that matters in a few frames only keeps its score)."""
+    if reduce not in ("mean", "max"):
+        raise ConfigError(f"gate importance: reduce must be mean or max, got {reduce!r}")
     router = check_prunable(router)
     views = pool.data.splits[split]
     ids = list(range(len(views))) if view_ids is None else list(view_ids)
@@ -212,10 +226,10 @@ def gate_importance(router: Router, pool: ExpertPool, view_ids: Sequence[int] | 
     total = [torch.zeros(n, device=pool.data.device, dtype=torch.float64) for n in pool.sizes]
     for j, i in enumerate(ids):
         for k, e in enumerate(view_importance(router, pool, int(views.cams[i]), int(views.frames[i]), temp)):
-            total[k] += e.double()
+            total[k] = torch.maximum(total[k], e.double()) if reduce == "max" else total[k] + e.double()
         if progress is not None:
             progress(j + 1, len(ids))
-    return [(s / len(ids)).float() for s in total]
+    return [(s if reduce == "max" else s / len(ids)).float() for s in total]
 
 
 def sigmoid_scores(router: Router) -> list[Tensor]:
@@ -354,7 +368,8 @@ def prune_scores(router: Router, pool: ExpertPool, cfg: PruneConfig, progress: P
     if cfg.rule == "sigmoid":
         return sigmoid_scores(router)
     ids = spaced_views(len(pool.data.splits["train"]), cfg.views)
-    return gate_importance(router, pool, ids, "train", cfg.temperature, progress)
+    return gate_importance(router, pool, ids, "train", cfg.temperature, progress,
+                           reduce="max" if cfg.rule == "importance-max" else "mean")
 
 
 def prune_mixture(router: Router, pool: ExpertPool, target: PruneTarget, cfg: PruneConfig, *, seed: int = 0,
@@ -395,6 +410,6 @@ def prune_mixture(router: Router, pool: ExpertPool, target: PruneTarget, cfg: Pr
 
 __all__ = ["PruneConfig", "PruneTarget", "PruneStep", "PruneResult", "PRUNED_METHOD", "pruned_method",
            "is_pruned_method", "parse_pruned_method", "parse_targets", "check_prunable", "vapr_gates",
-           "view_importance", "spaced_views", "gate_importance", "sigmoid_scores", "select_keep",
+           "RULES", "RULE_SUFFIX", "view_importance", "spaced_views", "gate_importance", "sigmoid_scores", "select_keep",
            "keep_expert_rows", "keep_router_rows", "pool_like", "prune_mixture_rows", "prune_scores",
            "prune_mixture"]

@@ -59,10 +59,20 @@ PAPER_N = {3: 2, 5: 3}  # experts of the paper's mixture in Tables 3 and 5
 _RESOLUTION = re.compile(r"^(\d+x\d+):")  # eval.efficiency's notes begin with the image size
 
 
-def pruned_methods(methods: Iterable[str], mixture: str) -> dict[int, str]:
-    """Pruned versions of `mixture` among `methods`: {NN: "<mixture>-p<NN>"}, NN ascending
-    (0 < NN < 100)."""
-    pattern = re.compile(rf"{re.escape(mixture)}-p(\d{{1,2}})")
+def rule_suffix(rule: str, table: str) -> str:
+    """The method-name suffix of pruning rule `rule` ("" for Eq. 10's importance, "-max",
+    "-sigmoid"); ConfigError naming the table's option otherwise."""
+    from ...moe.prune import RULE_SUFFIX
+
+    if rule not in RULE_SUFFIX:
+        raise ConfigError(f"table {table}: rule must be one of {', '.join(RULE_SUFFIX)}; got {rule!r}")
+    return RULE_SUFFIX[rule]
+
+
+def pruned_methods(methods: Iterable[str], mixture: str, suffix: str = "") -> dict[int, str]:
+    """Pruned versions of `mixture` among `methods`: {NN: "<mixture>-p<NN><suffix>"}, NN
+    ascending (0 < NN < 100); suffix: the pruning rule's (`rule_suffix`)."""
+    pattern = re.compile(rf"{re.escape(mixture)}-p(\d{{1,2}}){re.escape(suffix)}")
     found = {int(m.group(1)): m.group(0) for m in map(pattern.fullmatch, set(map(str, methods))) if m}
     return {nn: found[nn] for nn in sorted(found) if 0 < nn < 100}
 
@@ -73,14 +83,15 @@ def mixture_run_hint(mixture: str, n: int) -> str:
     return f"moegs-bench run --experts {n} --router {router} (on a CUDA machine: FPS is measured only there)"
 
 
-def pruned_run_hint(mixture: str, nns: Iterable[int], n: int) -> str:
+def pruned_run_hint(mixture: str, nns: Iterable[int], n: int, rule: str = "importance") -> str:
     """The command that stores the pruned versions `<mixture>-p<NN>` (gate-aware pruning, Eq. 10)."""
     router = mixture.removeprefix("moe-")
-    return f"make with `moegs-bench run --experts {n} --router {router} --prune {','.join(map(str, nns))}`"
+    extra = "" if rule == "importance" else f" --prune-rule {rule}"
+    return f"make with `moegs-bench run --experts {n} --router {router} --prune {','.join(map(str, nns))}{extra}`"
 
 
-def _pick_variant(rows: pd.DataFrame, mixture: str, variant: str | None, n_paper: int, table: str
-                  ) -> tuple[str, list[str]]:
+def _pick_variant(rows: pd.DataFrame, mixture: str, variant: str | None, n_paper: int, table: str,
+                  suffix: str = "") -> tuple[str, list[str]]:
     """The expert set whose mixture the table shows, and every set the mixture has: `variant`
     if given, else one with pruned runs, then one of the paper's size, then the first sorted."""
     mine = rows[rows["method"] == mixture]
@@ -92,7 +103,8 @@ def _pick_variant(rows: pd.DataFrame, mixture: str, variant: str | None, n_paper
             raise ConfigError(f"table {table}: no {mixture} runs of expert set {variant!r}; "
                               f"present: {', '.join(variants)}")
         return variant, variants
-    pruned = set(rows.loc[rows["method"].isin(list(pruned_methods(rows["method"], mixture).values())), "variant"])
+    pruned = set(rows.loc[rows["method"].isin(list(pruned_methods(rows["method"], mixture, suffix).values())),
+                          "variant"])
     return min(variants, key=lambda v: (v not in pruned, len(v.split("+")) != n_paper, v)), variants
 
 
@@ -201,18 +213,18 @@ def _frame(index: list[tuple[str, str]], body: list[pd.Series], names: list[str]
     return out.reindex(columns=_columns())
 
 
-def _prepare(df: pd.DataFrame, dataset: str | None, mixture: str, variant: str | None, number: int, table: str
-             ) -> tuple[pd.DataFrame, str, list[str], list[str], dict[int, str]]:
+def _prepare(df: pd.DataFrame, dataset: str | None, mixture: str, variant: str | None, number: int, table: str,
+             suffix: str = "") -> tuple[pd.DataFrame, str, list[str], list[str], dict[int, str]]:
     """(labelled rows of the dataset, expert set, every expert set, scenes, {NN: pruned method})."""
     if len(df) == 0 or mixture not in set(df["method"].astype(str)):
         raise ConfigError(f"table {table}: no {mixture} runs; make one with "
                           f"`{mixture_run_hint(mixture, PAPER_N[number])}`")
     rows = labelled(select_dataset(df, dataset, table))
-    chosen, variants = _pick_variant(rows, mixture, variant, PAPER_N[number], table)
+    chosen, variants = _pick_variant(rows, mixture, variant, PAPER_N[number], table, suffix)
     rows = rows[rows["variant"].astype(str).isin([chosen]) | rows["label"].isin(_expert_labels(chosen))]
     scenes = list(dict.fromkeys(rows.loc[rows["method"] == mixture, "scene"]))
     rows = rows[rows["scene"].isin(scenes)]
-    return rows, chosen, variants, scenes, pruned_methods(rows["method"], mixture)
+    return rows, chosen, variants, scenes, pruned_methods(rows["method"], mixture, suffix)
 
 
 @register_table("efficiency",
@@ -224,6 +236,7 @@ def efficiency_table(
     variant: str | None = None,
     notes: pd.DataFrame | None = None,
     paper: bool = True,
+    rule: str = "importance",
 ) -> pd.DataFrame:
     """Rows (model, method): each expert of the mixture's expert set, the mixture ("MoE-GS
     (N=k)"), every stored pruned version `<mixture>-p<NN>` ("MoE-GS (NN% pruning)"), and with
@@ -231,8 +244,11 @@ def efficiency_table(
     Columns (metric, stat): PSNR, FPS (1352x1014), FPS (scene), Memory (MB) (storage),
     Render memory (MB) (peak at 1352x1014), Gaussians; mean over scenes of the per-scene mean
     over seeds, ± std over seeds. variant: the expert set "a+b" (default: one with pruned runs,
-    then of the paper's N=2). ConfigError naming the run to make when no mixture is stored."""
-    rows, chosen, variants, scenes, pruned = _prepare(df, dataset, mixture, variant, 3, "efficiency")
+    then of the paper's N=2); rule: the pruning rule whose versions are shown (importance:
+    `-p55`; importance-max: `-p55-max`; sigmoid: `-p55-sigmoid`). ConfigError naming the run to
+    make when no mixture is stored."""
+    suffix = rule_suffix(rule, "efficiency")
+    rows, chosen, variants, scenes, pruned = _prepare(df, dataset, mixture, variant, 3, "efficiency", suffix)
     ref = lb.load_paper(table=3) if paper else None
     index: list[tuple[str, str]] = []
     body: list[pd.Series] = []
@@ -266,11 +282,11 @@ def efficiency_table(
     footnotes = _common_footnotes(rows, shown, scenes, mixture, chosen, variants, notes, dataset, COLUMNS.values())
     if not pruned:
         wanted = sorted(published_nn or {FULL_PRUNING})
-        footnotes.append(f"No pruned {mixture} of {chosen} is stored (methods {mixture}-p<NN>): "
-                         f"{pruned_run_hint(mixture, wanted, k)}.")
+        footnotes.append(f"No pruned {mixture} of {chosen} is stored (methods {mixture}-p<NN>{suffix}): "
+                         f"{pruned_run_hint(mixture, wanted, k, rule)}.")
     elif missing:
-        footnotes.append(f"No stored {', '.join(f'{mixture}-p{nn}' for nn in missing)} of {chosen}: "
-                         f"{pruned_run_hint(mixture, missing, k)}.")
+        footnotes.append(f"No stored {', '.join(f'{mixture}-p{nn}{suffix}' for nn in missing)} of {chosen}: "
+                         f"{pruned_run_hint(mixture, missing, k, rule)}.")
     footnotes += _paper_footnote(ref, 3, ref is not None and any(PAPER_ROW in i[1] for i in index))
     table.attrs["footnotes"] = footnotes
     table.attrs["floatfmt"] = dict(FLOATFMT)
@@ -287,6 +303,7 @@ def efficiency_ablation_table(
     pruning: int = FULL_PRUNING,
     notes: pd.DataFrame | None = None,
     paper: bool = True,
+    rule: str = "importance",
 ) -> pd.DataFrame:
     """Rows (ablation, method): w/o Single-Pass & Pruning (the mixture, multi-pass timings), w/o
     Single-Pass (`<mixture>-p<pruning>`, multi-pass), w/o Pruning (the mixture, single-pass),
@@ -294,12 +311,14 @@ def efficiency_ablation_table(
     each. Columns as the `efficiency` table; the multi-pass rows take FPS, FPS (scene) and Render
     memory from the `_multipass` metrics (fps_multipass_n3v, ...). A row whose run is missing
     stays blank and a footnote names the run to make. pruning: which pruned version is the full
-    model (default 55)."""
+    model (default 55); rule: its pruning rule (as the `efficiency` table's)."""
     if not isinstance(pruning, int) or not 0 < pruning < 100:
         raise ConfigError(f"table efficiency-ablation: pruning must be a percentage 1..99; got {pruning!r}")
-    rows, chosen, variants, scenes, pruned = _prepare(df, dataset, mixture, variant, 5, "efficiency-ablation")
+    suffix = rule_suffix(rule, "efficiency-ablation")
+    rows, chosen, variants, scenes, pruned = _prepare(df, dataset, mixture, variant, 5, "efficiency-ablation",
+                                                      suffix)
     ref = lb.load_paper(table=5) if paper else None
-    labels = {False: run_label(mixture, chosen), True: run_label(f"{mixture}-p{pruning}", chosen)}
+    labels = {False: run_label(mixture, chosen), True: run_label(f"{mixture}-p{pruning}{suffix}", chosen)}
     index: list[tuple[str, str]] = []
     body: list[pd.Series] = []
     for name, is_pruned, multi, paper_variant in ABLATION:
@@ -320,10 +339,11 @@ def efficiency_ablation_table(
                      f"({', '.join(multipass_metric(m) for m in TIMED)}).")
     if pruning not in pruned:
         others = f" (stored: {', '.join(pruned.values())}; option pruning=)" if pruned else ""
-        footnotes.append(f"No stored {mixture}-p{pruning} of {chosen}{others}: the w/o Single-Pass and full rows "
-                         f"stay blank; {pruned_run_hint(mixture, [pruning], len(chosen.split('+')))}.")
+        footnotes.append(f"No stored {mixture}-p{pruning}{suffix} of {chosen}{others}: the w/o Single-Pass and full "
+                         f"rows stay blank; {pruned_run_hint(mixture, [pruning], len(chosen.split('+')), rule)}.")
     else:
-        footnotes.append(f"Full model: {mixture}-p{pruning} ({pruning}% pruning; option pruning=NN picks another).")
+        footnotes.append(f"Full model: {mixture}-p{pruning}{suffix} ({pruning}% pruning; option pruning=NN picks "
+                         "another, rule= another pruning rule).")
     footnotes += _paper_footnote(ref, 5, ref is not None)
     table.attrs["footnotes"] = footnotes
     table.attrs["floatfmt"] = dict(FLOATFMT)
