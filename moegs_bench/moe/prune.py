@@ -31,9 +31,10 @@ are recomputed before the next. The authors' simpler rule scores by sigmoid(w_i)
 (keep if sigmoid(w) ≥ threshold). Rule `importance-max` takes the maximum of E_i(v) over the
 views instead of the mean (not the paper's): under the mean, a Gaussian visible in 2 of 50
 frames scores a twenty-fifth of a persistent one of the same influence, and a shared threshold
-then strips an expert built of short-lived Gaussians (STG on fast motion) first. Removing a Gaussian removes its rows from every per-Gaussian
-tensor of its expert and from the router, so the pruned mixture renders fewer Gaussians and
-stores a smaller model.
+then strips an expert built of short-lived Gaussians (STG on fast motion) first.
+
+Removing a Gaussian removes its rows from every per-Gaussian tensor of its expert and from the
+router, so the pruned mixture renders fewer Gaussians and stores a smaller model.
 """
 
 from __future__ import annotations
@@ -60,8 +61,8 @@ from .routers.vapr import VolumeAwarePixelRouter
 from .train_router import train_router
 
 Rule = Literal["importance", "importance-max", "sigmoid"]
-RULES: tuple[str, ...] = ("importance", "importance-max", "sigmoid")
-RULE_SUFFIX = {"importance": "", "importance-max": "-max", "sigmoid": "-sigmoid"}
+RULE_SUFFIX = {"importance": "", "importance-max": "-max", "sigmoid": "-sigmoid"}  # of the method name
+RULES: tuple[str, ...] = tuple(RULE_SUFFIX)
 # a pruned mixture's method: moe-<router>-p<percent> or -t<threshold>, -max / -sigmoid for those rules
 PRUNED_METHOD = re.compile(
     r"^(?P<base>moe-[a-z0-9_]+)-(?P<kind>[pt])(?P<value>[0-9.e+-]+?)(?P<suffix>-max|-sigmoid)?$")
