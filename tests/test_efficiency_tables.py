@@ -204,3 +204,42 @@ def test_rule_picks_that_rules_pruned_runs():
     assert [r[1] for r in t3.index if r[0].startswith("MoE-GS (55%")][0] == f"moe-vapr-p55-max ({SET2})"
     with pytest.raises(ConfigError, match="rule"):
         build_table("efficiency", df, rule="loudest")
+
+
+def test_report_option_reaches_the_table(tmp_path, monkeypatch):
+    """Catches: `report --option` dropped (the footnotes' `option pruning=` / `rule=` unusable from
+    the command line), values not converted (pruning=75 as text fails the builder), an unknown
+    key silently ignored, or options accepted with --figure."""
+    from click.testing import CliRunner
+
+    import moegs_bench.bench.store as store
+    from moegs_bench.cli import cli
+
+    df = frame({**RUNS, ("moe-vapr-p75", SET2): 5, ("moe-vapr-p55-max", SET2): 4})
+    monkeypatch.setattr(store, "results", lambda root: df.assign(code_version="0.1.0+git.abc"))
+    monkeypatch.setattr(store, "notes", lambda root: pd.DataFrame())
+    runner = CliRunner()
+    base = ["report", "--table", "efficiency-ablation", "--runs", str(tmp_path)]
+    out = runner.invoke(cli, [*base, "--option", "pruning=75"])
+    assert out.exit_code == 0, out.output
+    assert f"| MoE-GS (full) | moe-vapr-p75 ({SET2})" in " ".join(out.output.split())
+    out = runner.invoke(cli, [*base, "--option", "rule=importance-max"])
+    assert f"moe-vapr-p55-max ({SET2})" in out.output and f"moe-vapr-p55 ({SET2})" not in out.output
+    out = runner.invoke(cli, [*base, "--option", "prunning=75"])
+    said = f"{out.output} {out.exception}"
+    assert out.exit_code != 0 and "no option 'prunning'" in said and "options: mixture, paper, pruning" in said
+    out = runner.invoke(cli, ["report", "--figure", "gates", "--runs", str(tmp_path), "--option", "rule=x"])
+    assert out.exit_code != 0 and "--option" in f"{out.output} {out.exception}"
+    listed = runner.invoke(cli, ["report", "--list"]).output
+    assert "options: mixture, paper, pruning, rule, variant" in listed
+
+
+def test_table_option_values():
+    """Catches: numbers left as text, booleans read as truthy strings, lists not split."""
+    from moegs_bench.report.tables.registry import parse_table_options
+
+    opts = parse_table_options("budget", ["metric=ssim", "paper=false", "methods=stg,ed3dgs"])
+    assert opts == {"metric": "ssim", "paper": False, "methods": ["stg", "ed3dgs"]}
+    assert parse_table_options("efficiency-ablation", ["pruning=75"]) == {"pruning": 75}
+    with pytest.raises(ConfigError, match="KEY=VALUE"):
+        parse_table_options("budget", ["metric"])

@@ -24,14 +24,19 @@ from ..errors import ConfigError
               help="With --figure: folder for the files.")
 @click.option("--html", "html_dir", default=None, type=click.Path(file_okay=False, path_type=Path),
               help="Write the HTML report (tables and figures) to this folder instead of a table.")
-def report(table, fmt, runs_dir, dataset, paper_table, list_tables, figure, out_dir, html_dir):
+@click.option("--option", "table_opts", multiple=True, metavar="KEY=VALUE",
+              help="An option of the table (--list shows each table's), e.g. --option variant=ex4dgs+stg, "
+                   "--option pruning=75, --option rule=importance-max; repeatable.")
+def report(table, fmt, runs_dir, dataset, paper_table, list_tables, figure, out_dir, html_dir, table_opts):
     """Print a table built from the stored results (or, with --table paper, a published one).
-    Each table receives the options it declares (dataset, notes, paper_table). With --figure,
+    Each table receives the options it declares (dataset, notes, paper_table) and those given
+    with --option (checked against its builder before anything is read). With --figure,
     draw a figure of the stored results instead; with --html, write the HTML report."""
     import pandas as pd
 
     from ..bench.store import RESULT_COLUMNS, notes, results
     from ..report.tables import TABLES, build_table, format_table
+    from ..report.tables.registry import CLI_FIXED, parse_table_options, table_options
 
     if list_tables:
         from ..report.figures import FIGURES
@@ -39,12 +44,17 @@ def report(table, fmt, runs_dir, dataset, paper_table, list_tables, figure, out_
         click.echo("Tables:")
         for spec in TABLES.values():
             click.echo(f"  {spec.name:20s} {spec.description}")
+            extra = sorted(table_options(spec.name) - CLI_FIXED)
+            if extra:
+                click.echo(f"  {'':20s} options: {', '.join(extra)}")
         click.echo("Figures (--figure NAME):")
         for spec in FIGURES.values():
             click.echo(f"  {spec.name:20s} {spec.description}")
         return
     if figure is not None and html_dir is not None:
         raise ConfigError("--figure and --html: choose one")
+    if table_opts and (figure is not None or html_dir is not None):
+        raise ConfigError("--option: table options go with --table, not --figure or --html")
     if figure is not None:
         from ..report.figures import draw_figure
 
@@ -59,7 +69,7 @@ def report(table, fmt, runs_dir, dataset, paper_table, list_tables, figure, out_
         index = write_report(runs_dir, html_dir, dataset=dataset)
         click.echo(str(index))
         return
-    opts = {"paper_table": paper_table or 1}
+    opts = {"paper_table": paper_table or 1, **parse_table_options(table, table_opts)}
     if dataset:
         opts["dataset"] = dataset
     if table == "paper":  # the paper's own numbers: no run store needed

@@ -63,7 +63,7 @@ def select_dataset(df: pd.DataFrame, dataset: str | None, table: str) -> pd.Data
         if len(present) > 1:
             raise ConfigError(
                 f"table {table}: results hold several datasets ({', '.join(present)}); "
-                "choose one with dataset="
+                "choose one with --dataset (dataset= in Python)"
             )
         return df
     if dataset not in present:

@@ -156,7 +156,7 @@ def _common_footnotes(rows: pd.DataFrame, shown: list[str], scenes: list[str], m
     n = len(variant.split("+"))
     out = [f"{mixture} over expert set {variant} (N={n})"
            + (f"; other expert sets stored: {', '.join(v for v in variants if v != variant)} "
-              "(option variant=)." if len(variants) > 1 else ".")]
+              "(--option variant=...)." if len(variants) > 1 else ".")]
     out.append(f"Averaged over {len(scenes)} scene(s) ({', '.join(scenes)}): the mean over scenes of the per-scene "
                "mean over seeds; ± is the std over seeds.")
     sizes = sorted(set(_resolutions(notes, dataset, shown)))
@@ -338,12 +338,12 @@ def efficiency_ablation_table(
                      "rows take FPS, FPS (scene) and Render memory from the same run's multi-pass timing "
                      f"({', '.join(multipass_metric(m) for m in TIMED)}).")
     if pruning not in pruned:
-        others = f" (stored: {', '.join(pruned.values())}; option pruning=)" if pruned else ""
+        others = f" (stored: {', '.join(pruned.values())}; --option pruning=NN)" if pruned else ""
         footnotes.append(f"No stored {mixture}-p{pruning}{suffix} of {chosen}{others}: the w/o Single-Pass and full "
                          f"rows stay blank; {pruned_run_hint(mixture, [pruning], len(chosen.split('+')), rule)}.")
     else:
-        footnotes.append(f"Full model: {mixture}-p{pruning}{suffix} ({pruning}% pruning; option pruning=NN picks "
-                         "another, rule= another pruning rule).")
+        footnotes.append(f"Full model: {mixture}-p{pruning}{suffix} ({pruning}% pruning; --option pruning=NN picks "
+                         "another, --option rule=... another pruning rule).")
     footnotes += _paper_footnote(ref, 5, ref is not None)
     table.attrs["footnotes"] = footnotes
     table.attrs["floatfmt"] = dict(FLOATFMT)

@@ -5,7 +5,7 @@ declares."""
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -62,6 +62,44 @@ def table_options(name: str) -> set[str]:
     params = list(inspect.signature(_spec(name).builder).parameters.values())[1:]
     kinds = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     return {p.name for p in params if p.kind in kinds}
+
+
+CLI_FIXED = {"notes", "dataset", "paper_table"}  # options the report command sets itself
+
+
+def parse_table_options(name: str, items: Sequence[str], option: str = "--option") -> dict[str, Any]:
+    """`KEY=VALUE` items -> options of table `name`: integers, decimals, true/false and none
+    become numbers, booleans and None; a value with commas becomes a list of strings; anything
+    else stays text (the builder checks it). ConfigError naming `option` and the item for a
+    malformed item or a key the table does not take (with the keys it does)."""
+    known = table_options(name) - CLI_FIXED
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ConfigError(f"{option} {item!r}: expected KEY=VALUE")
+        if key not in known:
+            takes = ", ".join(sorted(known)) or "none"
+            raise ConfigError(f"{option} {item!r}: table {name} has no option {key!r} (its options: {takes})")
+        out[key] = _option_value(text.strip())
+    return out
+
+
+def _option_value(text: str) -> Any:
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    if lowered == "none":
+        return None
+    if "," in text:
+        return [part.strip() for part in text.split(",") if part.strip()]
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def build_table(name: str, df: pd.DataFrame, **opts: Any) -> pd.DataFrame:

@@ -46,7 +46,7 @@ def _pick_variant(rows: pd.DataFrame, mixture: str, variant: str | None) -> str:
     most = [v for v in present if seeds[v] == seeds.max()]
     if len(most) > 1:
         raise ConfigError(f"table seeds: {mixture} has several expert sets with {seeds.max()} seed(s) "
-                          f"({', '.join(most)}); choose one with variant=")
+                          f"({', '.join(most)}); choose one with --option variant=...")
     return most[0]
 
 

@@ -63,7 +63,7 @@ def per_frame_table(df: pd.DataFrame, dataset: str | None = None, scene: str | N
     rows = labelled(select_dataset(df, dataset, "per-frame"))
     scenes = list(dict.fromkeys(rows["scene"]))
     if scene is None and len(scenes) > 1:
-        raise ConfigError(f"table per-frame: results hold several scenes ({', '.join(scenes)}); choose one with scene=")
+        raise ConfigError(f"table per-frame: results hold several scenes ({', '.join(scenes)}); choose one with --option scene=...")
     rows = rows[rows["scene"] == (scene or scenes[0])]
     if len(rows) == 0:
         raise ConfigError(f"table per-frame: no results for scene {scene!r}")
