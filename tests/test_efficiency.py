@@ -266,3 +266,25 @@ def test_on_cpu_the_harness_stores_the_note_and_no_timings(tiny_scene_dir, tmp_p
     assert uniform["num_gaussians"] == pytest.approx(experts.groupby(level=0).sum()["num_gaussians"])
     assert uniform["model_mb"] == pytest.approx(experts.groupby(level=0).sum()["model_mb"])
     assert all(m.notes["fps"] == bench_eff.CPU_NOTE for m in mixtures)
+
+
+def test_expert_rows_time_the_frozen_inference_path(data):
+    """Catches: an expert timed on its training path (parameters still requiring gradients)
+    while the mixtures' rows time their experts frozen, on the inference path: Table 3 would
+    then compare the experts unfairly. And the trained expert must come back as it was."""
+    cfg = expert_config("stg", "tiny", {"max_init_points": 80})
+    expert = get_expert("stg").from_scene(data, cfg, torch.Generator().manual_seed(0))
+    paths: list[bool] = []
+    real = expert.gaussians_at
+
+    def spy(t, camera=None):
+        paths.append(expert.uses_inference_path())
+        return real(t, camera=camera)
+
+    expert.gaussians_at = spy
+    expert.train()
+    metrics, _ = bench_eff.expert_efficiency(expert, data, (0.0, 0.0, 0.0), SMALL)
+    assert set(metrics) == TIMING_KEYS
+    assert paths and all(paths)
+    assert expert.training and all(p.requires_grad for p in expert.parameters())
+    assert expert._inference is None  # the inference tensors are freed afterwards

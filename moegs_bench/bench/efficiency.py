@@ -14,7 +14,7 @@ from ..data.load import SceneData
 from ..eval.efficiency import EfficiencyConfig, measure_efficiency, tensor_bytes
 from ..eval.evaluate import ViewRenderer
 from ..eval.perf import storage_mb
-from ..experts.base import Expert
+from ..experts.base import Expert, frozen
 from ..experts.views import expert_view_renderer
 from ..moe.baselines import baseline_renderers
 from ..moe.pool import ExpertPool
@@ -30,7 +30,8 @@ MULTIPASS = "_multipass"  # infix of the multi-pass rows: fps_multipass, fps_mul
 RESOLUTION_SUFFIX = "_n3v"  # eval.efficiency's suffix of the rows at 1352x1014
 
 # what each kind of method does inside the timed call (docs/metrics.md)
-EXPERT_STEPS = "the expert's Gaussians at the view's time, rasterisation (RGB + depth), per-pixel decoding"
+EXPERT_STEPS = ("the frozen expert's Gaussians at the view's time (its inference path, as in a mixture), "
+                "rasterisation (RGB + depth), per-pixel decoding")
 MIXTURE_RASTER = {
     SINGLE_PASS: "one rasterisation of all experts' Gaussians together (single-pass: one projection and sort, "
                  "a separate colour and transmittance per expert)",
@@ -76,9 +77,12 @@ def efficiency_rows(make_renderer: Callable[[SceneData], ViewRenderer], data: Sc
 
 def expert_efficiency(expert: Expert, data: SceneData, background: tuple[float, float, float],
                       config: EfficiencyConfig | None = None) -> tuple[dict[str, float], dict[str, str]]:
-    """An expert's rows, rendered as its evaluation renders it (`expert_view_renderer`)."""
-    return efficiency_rows(lambda scene: expert_view_renderer(expert, scene, background=background), data,
-                           tensor_bytes(expert), EXPERT_STEPS, config)
+    """An expert's rows, rendered as its evaluation renders it (`expert_view_renderer`), frozen
+    as in a mixture's expert pool (`experts.base.frozen`): a deployed expert takes its inference
+    path, and the mixtures' rows time their experts that way too."""
+    with frozen(expert):
+        return efficiency_rows(lambda scene: expert_view_renderer(expert, scene, background=background), data,
+                               tensor_bytes(expert), EXPERT_STEPS, config)
 
 
 def timing_pool(pool: ExpertPool, scene: SceneData, render_mode: str = SINGLE_PASS) -> ExpertPool:

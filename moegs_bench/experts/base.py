@@ -9,6 +9,8 @@ training loop also uses the parameter split below:
 from __future__ import annotations
 
 from abc import ABCMeta, abstractmethod
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain
 from pathlib import Path
@@ -287,3 +289,24 @@ class Expert(nn.Module, metaclass=ABCMeta):
         expert = cls(config).to(device)
         expert.active_sh_degree = getattr(config, "sh_degree", 0)
         return expert
+
+
+@contextmanager
+def frozen(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` (an expert, or a module of experts such as a segmented one) as a deployed model
+    runs, for the body of the `with`: eval mode, no parameter requiring a gradient, so that its
+    experts take their inference path (as in a mixture's expert pool). Afterwards the
+    parameters' requires_grad flags and the training mode are as before, and the inference
+    tensors built meanwhile are freed."""
+    flags = [p.requires_grad for p in model.parameters()]
+    training = model.training
+    model.eval().requires_grad_(False)
+    try:
+        yield model
+    finally:
+        for param, flag in zip(model.parameters(), flags, strict=True):
+            param.requires_grad_(flag)
+        model.train(training)
+        for module in model.modules():
+            if isinstance(module, Expert):
+                module.drop_inference_state()
