@@ -241,5 +241,7 @@ def test_table_option_values():
     opts = parse_table_options("budget", ["metric=ssim", "paper=false", "methods=stg,ed3dgs"])
     assert opts == {"metric": "ssim", "paper": False, "methods": ["stg", "ed3dgs"]}
     assert parse_table_options("efficiency-ablation", ["pruning=75"]) == {"pruning": 75}
+    assert parse_table_options("budget", ["methods=stg"]) == {"methods": ["stg"]}  # a list of one
+    assert parse_table_options("seeds", ["variant=ex4dgs+stg"]) == {"variant": "ex4dgs+stg"}
     with pytest.raises(ConfigError, match="KEY=VALUE"):
         parse_table_options("budget", ["metric"])

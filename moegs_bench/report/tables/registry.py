@@ -5,6 +5,7 @@ declares."""
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -73,6 +74,7 @@ def parse_table_options(name: str, items: Sequence[str], option: str = "--option
     else stays text (the builder checks it). ConfigError naming `option` and the item for a
     malformed item or a key the table does not take (with the keys it does)."""
     known = table_options(name) - CLI_FIXED
+    params = inspect.signature(_spec(name).builder).parameters
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
@@ -82,7 +84,10 @@ def parse_table_options(name: str, items: Sequence[str], option: str = "--option
         if key not in known:
             takes = ", ".join(sorted(known)) or "none"
             raise ConfigError(f"{option} {item!r}: table {name} has no option {key!r} (its options: {takes})")
-        out[key] = _option_value(text.strip())
+        value = _option_value(text.strip())
+        if isinstance(value, str) and re.search(r"\b(Sequence|list|tuple)\b", str(params[key].annotation)):
+            value = [value]  # one name of a list option (methods=stg), not its letters
+        out[key] = value
     return out
 
 
